@@ -1,0 +1,165 @@
+// AVX2 + FMA kernels (no VNNI): quant, W8A8 with the sign trick, W8A16. Also used by AVX-VNNI.
+#include <immintrin.h>
+
+#include "avx2.h"
+#include "epilogue.h"
+
+namespace qk {
+
+// ---- per-row symmetric int8 quantization (contract in epilogue.h) ----------------------------
+static inline __m256 load8(const float* x) { return _mm256_loadu_ps(x); }
+static inline __m256 load8(const uint16_t* x) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+static inline float to_f32(float v) { return v; }
+static inline float to_f32(uint16_t v) { return bf16_to_f32(v); }
+
+static inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+template <typename T>
+static void quant_row_avx2(const T* x, int64_t K, int8_t* q, float* scale) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  const int64_t K8 = K / 8 * 8;
+  for (int64_t k = 0; k < K8; k += 8) {
+    __m256 v = load8(x + k);
+    mx = _mm256_max_ps(mx, _mm256_and_ps(v, absmask));
+    bad = _mm256_add_ps(bad, _mm256_mul_ps(v, _mm256_setzero_ps()));
+  }
+  float amax = hmax8(mx);
+  alignas(32) float b[8];
+  _mm256_store_ps(b, bad);
+  bool finite = true;
+  for (int i = 0; i < 8; ++i) finite = finite && b[i] == 0.0f;
+  for (int64_t k = K8; k < K; ++k) {
+    float v = std::fabs(to_f32(x[k]));
+    finite = finite && v <= FLT_MAX;
+    amax = v > amax ? v : amax;
+  }
+  if (!finite) amax = nonfinite_amax([x](int64_t k) { return to_f32(x[k]); }, K);
+  const float s = scale_from_amax(amax);
+  *scale = s;
+  if (!std::isfinite(s)) {
+    std::memset(q, 0, K);
+    return;
+  }
+  const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
+  for (int64_t k = 0; k < K8; k += 8) {
+    __m256 r = _mm256_round_ps(_mm256_div_ps(load8(x + k), vs),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+    __m256i i32 = _mm256_cvtps_epi32(r);
+    __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packs_epi16(i16, i16));
+  }
+  for (int64_t k = K8; k < K; ++k) q[k] = quant_one(to_f32(x[k]), s);
+}
+
+void quant_row_f32_avx2(const float* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
+void quant_row_bf16_avx2(const uint16_t* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
+
+// ---- W8A8: gemm_s8s8s32_2x32_avx2 ---------------------------------------------------------------
+// Half a panel (32 columns) per call. One k4 step: w0..w3 = 4 ymm of [8 columns x 4 k] bytes.
+// vpmaddubsw needs u8 x s8 and saturates int16 pair sums, so use the sign trick:
+//   |a| (u8, <= 128) x sign(w, a) (|w| <= 127): a pair sum is at most 2*128*127 = 32512 < 32767,
+// exact for every int8 activation and every weight in [-127, 127]; vpmaddwd(ones) widens to i32.
+template <int MR>
+static inline void ukernel_w8a8_avx2(const int8_t* a, int64_t lda, const int8_t* w, int64_t K4,
+                                     int32_t acc[][kPanelN], int half) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+  const int8_t* wh = w + half * 128;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
+    __m256i wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
+      const __m256i b = _mm256_set1_epi32(a4), babs = _mm256_abs_epi8(b);
+      for (int j = 0; j < 4; ++j) {
+        __m256i p16 = _mm256_maddubs_epi16(babs, _mm256_sign_epi8(wv[j], b));
+        c[r][j] = _mm256_add_epi32(c[r][j], _mm256_madd_epi16(p16, ones));
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j), c[r][j]);
+}
+
+static void gemm_w8a8_avx2(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
+  alignas(32) int32_t acc[2][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* wp = g.w + p * pb;
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += 2) {
+      const int mr = m1 - m >= 2 ? 2 : 1;
+      const int8_t* a = reinterpret_cast<const int8_t*>(g.a + m * g.lda);
+      for (int half = 0; half < 2; ++half) {
+        if (mr == 2) ukernel_w8a8_avx2<2>(a, g.lda, wp, K4, acc, half);
+        else ukernel_w8a8_avx2<1>(a, g.lda, wp, K4, acc, half);
+      }
+      for (int r = 0; r < mr; ++r)
+        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
+                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
+                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+// ---- W8A16: gemm_f32s8f32_2x32_avx2 ------------------------------------------------------------
+// Per k: 32 bytes of the panel row widen to 4 ymm fp32; c[r][j] += broadcast(x[r][k]) * wj.
+template <int MR>
+static inline void ukernel_w8a16_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
+                                      float acc[][kPanelN], int half) {
+  __m256 c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const int8_t* w = wp + k * kPanelN + half * 32;
+    __m256 wv[4];
+    for (int j = 0; j < 4; ++j)
+      wv[j] = _mm256_cvtepi32_ps(
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 8 * j))));
+    for (int r = 0; r < MR; ++r) {
+      const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc[r] + half * 32 + 8 * j, c[r][j]);
+}
+
+void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  alignas(32) float acc[2][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* wp = g.w + p * w8a16_panel_bytes(g.K);
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += 2) {
+      const int mr = m1 - m >= 2 ? 2 : 1;
+      const float* x = g.x + m * g.ldx;
+      for (int half = 0; half < 2; ++half) {
+        if (mr == 2) ukernel_w8a16_avx2<2>(x, g.ldx, wp, g.K, acc, half);
+        else ukernel_w8a16_avx2<1>(x, g.ldx, wp, g.K, acc, half);
+      }
+      for (int r = 0; r < mr; ++r)
+        epilogue_w8a16(acc[r], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
+                       cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
+                              gemm_w8a8_avx2, gemm_w8a16_avx2};
+
+}  // namespace qk

@@ -1,0 +1,66 @@
+// AVX-VNNI kernels (-mavx2 -mfma -mavxvnni): 256-bit vpdpbusd W8A8; quant and W8A16 from AVX2.
+#include <immintrin.h>
+
+#include "avx2.h"
+#include "epilogue.h"
+
+namespace qk {
+namespace {
+
+// gemm_u8s8s32_2x32_avxvnni: half a panel (32 columns = 4 ymm of [8 n x 4 k]) per call,
+// MR = 2 rows -> 8 accumulators + 4 weight registers + 2 broadcasts of the 16 ymm.
+// Activations are u8 (s8 + 128); colsum after the panel removes the shift exactly.
+template <int MR>
+inline void ukernel_w8a8_avxvnni(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
+                                 int32_t acc[][kPanelN], int half) {
+  __m256i c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+  const int8_t* wh = wp + half * 128;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
+    __m256i wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
+      const __m256i b = _mm256_set1_epi32(a4);
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_dpbusd_avx_epi32(c[r][j], b, wv[j]);
+    }
+  }
+  const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;
+  for (int j = 0; j < 4; ++j) {
+    const __m256i cs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j));
+    for (int r = 0; r < MR; ++r)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j),
+                          _mm256_sub_epi32(c[r][j], cs));
+  }
+}
+
+void gemm_w8a8_avxvnni(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
+  alignas(32) int32_t acc[2][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* wp = g.w + p * pb;
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += 2) {
+      const int mr = m1 - m >= 2 ? 2 : 1;
+      const uint8_t* a = g.a + m * g.lda;
+      for (int half = 0; half < 2; ++half) {
+        if (mr == 2) ukernel_w8a8_avxvnni<2>(a, g.lda, wp, K4, acc, half);
+        else ukernel_w8a8_avxvnni<1>(a, g.lda, wp, K4, acc, half);
+      }
+      for (int r = 0; r < mr; ++r)
+        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
+                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
+                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+}  // namespace
+
+const Kernels kAvxVnniKernels = {Isa::avx_vnni, true, quant_row_f32_avx2, quant_row_bf16_avx2,
+                                 gemm_w8a8_avxvnni, gemm_w8a16_avx2};
+
+}  // namespace qk

@@ -1,0 +1,78 @@
+// Torch-free kernel interface: ISA enum, packed-layout constants and the per-ISA kernel table.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace qk {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx_vnni = 2, avx512_vnni = 3, amx = 4 };
+
+const char* isa_name(Isa isa);
+bool isa_from_name(const char* name, Isa* out);
+Isa detect_isa();        // best ISA this CPU + OS support (CPUID + XGETBV)
+Isa active_isa();        // detect_isa() capped by QKERNELS_CPU_ISA / set_active_isa
+void set_active_isa(Isa isa);  // caps to detect_isa(); used by tests and the env override
+
+// Packed weights: columns in panels of kPanelN. Both layouts are ISA-independent, so a
+// weight packed once runs on every ISA path.
+constexpr int64_t kPanelN = 64;
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// W8A8 panel p (columns 64p .. 64p+63), K padded to Kp = round_up(K, 4):
+//   bytes [0, Kp*64):       for k4 in [0, Kp/4): for n in [0, 64): w[64p+n][4k4 .. 4k4+3]
+//   bytes [Kp*64, +256):    int32 colsum[n] = 128 * sum_k w[64p+n][k]   (VNNI u8 compensation)
+// Padding (k >= K or n >= N) is zero. Weights must lie in [-127, 127] (AVX2 sign trick).
+inline int64_t w8a8_panel_bytes(int64_t K) { return round_up(K, 4) * kPanelN + 4 * kPanelN; }
+// W8A16 panel p: for k in [0, K): for n in [0, 64): w[64p+n][k]   (int8, zero padding in n)
+inline int64_t w8a16_panel_bytes(int64_t K) { return K * kPanelN; }
+
+void pack_w8a8(const int8_t* w, int64_t N, int64_t K, int8_t* out);
+void pack_w8a16(const int8_t* w, int64_t N, int64_t K, int8_t* out);
+
+// Inputs to the W8A8 GEMM on a range of rows x panels.
+struct W8A8Args {
+  const uint8_t* a;      // [M][lda] activations padded to Kp; int8, or int8+128 when Kernels::a_u8
+  int64_t lda;           // = Kp
+  const float* a_scale;  // [M]
+  const int8_t* w;       // packed panels (w8a8 layout)
+  int64_t K;             // logical K (Kp = round_up(K, 4))
+  int64_t N;
+  const float* w_scale;  // [N]
+  const float* bias;     // [N] or nullptr
+  void* out;             // [M][ldo] fp32 or bf16
+  int64_t ldo;
+  bool out_bf16;
+};
+
+struct W8A16Args {
+  const float* x;        // [M][ldx] fp32 activations
+  int64_t ldx;
+  const int8_t* w;       // packed panels (w8a16 layout)
+  int64_t K, N;
+  const float* w_scale;
+  const float* bias;
+  void* out;
+  int64_t ldo;
+  bool out_bf16;
+};
+
+struct Kernels {
+  Isa isa;
+  bool a_u8;  // the W8A8 kernel wants activations shifted to u8 (vpdpbusd); colsum compensates
+  // Symmetric int8 quantization of one row (see quant_row_ref in epilogue.h for the contract).
+  void (*quant_row_f32)(const float* x, int64_t K, int8_t* q, float* scale);
+  void (*quant_row_bf16)(const uint16_t* x, int64_t K, int8_t* q, float* scale);
+  // Rows [m0, m1) x panels [p0, p1).
+  void (*gemm_w8a8)(const W8A8Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_w8a16)(const W8A16Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+};
+
+const Kernels& kernels(Isa isa);
+
+// Per-ISA tables (defined in their own translation units, compiled with their own flags).
+extern const Kernels kScalarKernels;
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvxVnniKernels;
+extern const Kernels kAvx512VnniKernels;
+
+}  // namespace qk

@@ -1,0 +1,203 @@
+// The op layer: torch.library schemas for qkernels::*, CPU impls (at::Tensor <-> kernel table).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <optional>
+
+#include "kernels/kernels.h"
+
+namespace {
+
+using at::Tensor;
+
+void check_cpu(const Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
+}
+
+void check_float_input(const Tensor& x, const char* name) {
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, name,
+                   " must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 2, name, " must be 2-D [M, K], got shape ", x.sizes());
+}
+
+const qk::Kernels& active() { return qk::kernels(qk::active_isa()); }
+
+// ---- quantize_per_token_int8(Tensor x) -> (Tensor q, Tensor scale) ----------------------------
+std::tuple<Tensor, Tensor> quantize_per_token_int8_cpu(const Tensor& x_in) {
+  check_cpu(x_in, "x");
+  check_float_input(x_in, "x");
+  const Tensor x = x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
+  Tensor s = at::empty({M}, x.options().dtype(at::kFloat));
+  if (M == 0) return {q, s};
+  const qk::Kernels& kt = active();
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* sp = s.data_ptr<float>();
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const void* xp = x.data_ptr();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      if (bf16)
+        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, qp + m * K, sp + m);
+      else
+        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, qp + m * K, sp + m);
+    }
+  });
+  return {q, s};
+}
+
+// ---- packing ---------------------------------------------------------------------------------
+Tensor check_weight_for_pack(const Tensor& w) {
+  check_cpu(w, "w");
+  TORCH_CHECK_TYPE(w.scalar_type() == at::kChar, "w must be int8, got ", w.scalar_type());
+  TORCH_CHECK_VALUE(w.dim() == 2, "w must be 2-D [N, K], got shape ", w.sizes());
+  TORCH_CHECK_VALUE(w.numel() == 0 || w.min().item<int8_t>() >= -127,
+                    "w must hold values in [-127, 127] (symmetric int8); found -128");
+  return w.contiguous();
+}
+
+Tensor pack_w8a8_cpu(const Tensor& w_in) {
+  const Tensor w = check_weight_for_pack(w_in);
+  const int64_t N = w.size(0), K = w.size(1), P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  Tensor out = at::empty({P, qk::w8a8_panel_bytes(K)}, w.options());
+  qk::pack_w8a8(w.data_ptr<int8_t>(), N, K, out.data_ptr<int8_t>());
+  return out;
+}
+
+Tensor pack_w8a16_cpu(const Tensor& w_in) {
+  const Tensor w = check_weight_for_pack(w_in);
+  const int64_t N = w.size(0), K = w.size(1), P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  Tensor out = at::empty({P, qk::w8a16_panel_bytes(K)}, w.options());
+  qk::pack_w8a16(w.data_ptr<int8_t>(), N, K, out.data_ptr<int8_t>());
+  return out;
+}
+
+// ---- GEMMs -----------------------------------------------------------------------------------
+void check_epilogue(const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N) {
+  check_cpu(w_scale, "w_scale");
+  TORCH_CHECK_TYPE(w_scale.scalar_type() == at::kFloat, "w_scale must be float32, got ", w_scale.scalar_type());
+  TORCH_CHECK_VALUE(w_scale.dim() == 1 && w_scale.size(0) == N, "w_scale must have shape [", N, "], got ", w_scale.sizes());
+  if (bias) {
+    check_cpu(*bias, "bias");
+    TORCH_CHECK_TYPE(bias->scalar_type() == at::kFloat, "bias must be float32, got ", bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N, "bias must have shape [", N, "], got ", bias->sizes());
+  }
+}
+
+void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes) {
+  check_cpu(wp, "w_packed");
+  TORCH_CHECK_TYPE(wp.scalar_type() == at::kChar, "w_packed must be int8, got ", wp.scalar_type());
+  const int64_t P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  TORCH_CHECK_VALUE(wp.dim() == 2 && wp.size(0) == P && wp.size(1) == panel_bytes,
+                    "w_packed has shape ", wp.sizes(), " but N=", N, " and this K need [", P, ", ",
+                    panel_bytes, "]; pack it with the matching qkernels::pack_* op");
+}
+
+// Tasks are (row chunk, panel) pairs; each output element is computed by exactly one task with
+// a fixed reduction order, so results do not depend on the thread count.
+template <typename F>
+void parallel_tiles(int64_t M, int64_t P, F&& f) {
+  constexpr int64_t kMc = 48;  // multiple of every microkernel's MR (6, 2, 1)
+  const int64_t mchunks = (M + kMc - 1) / kMc;
+  at::parallel_for(0, mchunks * P, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t mc = t / P, p = t % P;
+      f(mc * kMc, std::min(M, (mc + 1) * kMc), p, p + 1);
+    }
+  });
+}
+
+int64_t checked_n(int64_t N) {
+  TORCH_CHECK_VALUE(N >= 1, "N (out_features) must be >= 1, got ", N);
+  return N;
+}
+
+Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor& w_packed,
+                     const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N,
+                     at::ScalarType out_dtype) {
+  check_cpu(a_in, "a");
+  TORCH_CHECK_TYPE(a_in.scalar_type() == at::kChar, "a must be int8, got ", a_in.scalar_type());
+  TORCH_CHECK_VALUE(a_in.dim() == 2, "a must be 2-D [M, K], got shape ", a_in.sizes());
+  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kBFloat16,
+                   "out_dtype must be float32 or bfloat16, got ", out_dtype);
+  checked_n(N);
+  const int64_t M = a_in.size(0), K = a_in.size(1), Kp = qk::round_up(K, 4);
+  // int32 must hold sum_k (a + 128) * w: 255 * 127 * K < 2^31.
+  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
+  check_cpu(a_scale_in, "a_scale");
+  TORCH_CHECK_VALUE(a_scale_in.dim() == 1 && a_scale_in.size(0) == M && a_scale_in.scalar_type() == at::kFloat,
+                    "a_scale must be float32 of shape [", M, "], got ", a_scale_in.scalar_type(), " ", a_scale_in.sizes());
+  check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
+  check_epilogue(w_scale, bias, N);
+  Tensor out = at::empty({M, N}, a_in.options().dtype(out_dtype));
+  if (M == 0) return out;
+  const qk::Kernels& kt = active();
+  const Tensor a = a_in.contiguous(), a_scale = a_scale_in.contiguous();
+  const Tensor ws = w_scale.contiguous(), wp = w_packed.contiguous();
+  std::optional<Tensor> b;
+  if (bias) b = bias->contiguous();
+  // Activations padded to Kp (and shifted to u8 for vpdpbusd); zero weights cover the padding.
+  Tensor abuf = at::empty({M, Kp}, a.options().dtype(at::kByte));
+  const uint8_t flip = kt.a_u8 ? 0x80 : 0x00;
+  const int8_t* src = a.data_ptr<int8_t>();
+  uint8_t* dst = abuf.data_ptr<uint8_t>();
+  at::parallel_for(0, M, std::max<int64_t>(1, 65536 / Kp), [&](int64_t b0, int64_t e0) {
+    for (int64_t m = b0; m < e0; ++m) {
+      for (int64_t k = 0; k < K; ++k) dst[m * Kp + k] = static_cast<uint8_t>(src[m * K + k]) ^ flip;
+      for (int64_t k = K; k < Kp; ++k) dst[m * Kp + k] = flip;
+    }
+  });
+  qk::W8A8Args g{dst, Kp, a_scale.data_ptr<float>(), wp.data_ptr<int8_t>(), K, N,
+                 ws.data_ptr<float>(), b ? b->data_ptr<float>() : nullptr, out.data_ptr(), N,
+                 out_dtype == at::kBFloat16};
+  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+    kt.gemm_w8a8(g, m0, m1, p0, p1);
+  });
+  return out;
+}
+
+Tensor w8a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor& w_scale,
+                      const std::optional<Tensor>& bias, int64_t N) {
+  check_cpu(x_in, "x");
+  check_float_input(x_in, "x");
+  checked_n(N);
+  const int64_t M = x_in.size(0), K = x_in.size(1);
+  check_packed(w_packed, N, qk::w8a16_panel_bytes(K));
+  check_epilogue(w_scale, bias, N);
+  Tensor out = at::empty({M, N}, x_in.options());
+  if (M == 0) return out;
+  const Tensor x = x_in.to(at::kFloat).contiguous();
+  const Tensor ws = w_scale.contiguous(), wp = w_packed.contiguous();
+  std::optional<Tensor> b;
+  if (bias) b = bias->contiguous();
+  const qk::Kernels& kt = active();
+  qk::W8A16Args g{x.data_ptr<float>(), K, wp.data_ptr<int8_t>(), K, N, ws.data_ptr<float>(),
+                  b ? b->data_ptr<float>() : nullptr, out.data_ptr(), N,
+                  x_in.scalar_type() == at::kBFloat16};
+  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+    kt.gemm_w8a16(g, m0, m1, p0, p1);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(qkernels, m) {
+  m.def("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)");
+  m.def("pack_w8a8(Tensor w) -> Tensor");
+  m.def("pack_w8a16(Tensor w) -> Tensor");
+  m.def("w8a8_gemm(Tensor a, Tensor a_scale, Tensor w_packed, Tensor w_scale, Tensor? bias, "
+        "SymInt N, ScalarType out_dtype) -> Tensor");
+  m.def("w8a16_gemm(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
+  m.impl("quantize_per_token_int8", &quantize_per_token_int8_cpu);
+  m.impl("pack_w8a8", &pack_w8a8_cpu);
+  m.impl("pack_w8a16", &pack_w8a16_cpu);
+  m.impl("w8a8_gemm", &w8a8_gemm_cpu);
+  m.impl("w8a16_gemm", &w8a16_gemm_cpu);
+}
