@@ -1,0 +1,129 @@
+"""QuantLinear: drop-in nn.Linear with int8 weights (W8A8 dynamic or W8A16 weight-only)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import ops
+from ..backend import current_backend
+
+FORMAT_VERSION = 1
+_CPU_DTYPES = (torch.float32, torch.bfloat16)
+_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_config(weight_bits, act_bits, group_size, symmetric):
+    if weight_bits not in (8, 4):
+        raise ValueError(f"weight_bits must be 8 or 4, got {weight_bits!r}")
+    if act_bits not in (8, None):
+        raise ValueError(f"act_bits must be 8 or None (weight-only), got {act_bits!r}")
+    if group_size is not None and (not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size must be None or a positive int, got {group_size!r}")
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+    if weight_bits == 4:
+        raise NotImplementedError("weight_bits=4 (grouped int4) is not implemented yet in this "
+                                  "version of qkernels; use weight_bits=8")
+    if group_size is not None:
+        raise NotImplementedError("int8 weights support per-channel scales only (group_size=None); "
+                                  f"got group_size={group_size}")
+    if not symmetric:
+        raise NotImplementedError("int8 weights are symmetric only (symmetric=True) in this version")
+
+
+class QuantLinear(nn.Module):
+    """y = x @ W.T + b with W stored as int8 [out, in] and one fp32 scale per output channel.
+
+    act_bits=8: activations are quantized per token to int8 at run time (W8A8, int32 accumulate).
+    act_bits=None: activations stay float (W8A16). state_dict holds ``qweight`` (int8 [N, K]),
+    ``weight_scale`` (fp32 [N]), ``bias`` (fp32 [N], if any) and ``format_version``. The kernel's
+    prepacked copy of the weight is derived state, rebuilt on load and on ``.to()``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
+                 act_bits: int | None = 8, group_size: int | None = None, symmetric: bool = True,
+                 device=None):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _check_config(weight_bits, act_bits, group_size, symmetric)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight_bits, self.act_bits = weight_bits, act_bits
+        self.group_size, self.symmetric = group_size, symmetric
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
+        else:
+            self.bias = None
+        self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._repack())
+        self._repack()
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_float(cls, linear: nn.Linear, weight_bits: int = 8, act_bits: int | None = 8,
+                   group_size: int | None = None, symmetric: bool = True) -> "QuantLinear":
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        _check_config(weight_bits, act_bits, group_size, symmetric)
+        w = linear.weight.detach()
+        if not torch.isfinite(w).all():
+            raise ValueError("linear.weight holds NaN or Inf; cannot quantize it")
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
+                act_bits, group_size, symmetric, device=w.device)
+        qw, scale = ops.quantize_per_token_int8(w.float())
+        with torch.no_grad():
+            q.qweight.copy_(qw)
+            q.weight_scale.copy_(scale)
+            if linear.bias is not None:
+                q.bias.copy_(linear.bias.detach().float())
+        q._repack()
+        return q
+
+    def _repack(self):
+        self._packed = ops.pack_int8_weight(self.qweight, self.act_bits)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # Scales and bias stay fp32 whatever dtype the module is cast to; repack for the device.
+        self.weight_scale = self.weight_scale.float()
+        if self.bias is not None:
+            self.bias = self.bias.float()
+        self._repack()
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        v = state_dict.get(prefix + "format_version")
+        if v is not None and int(v) != FORMAT_VERSION:
+            raise ValueError(f"{prefix}format_version: this qkernels reads QuantLinear format "
+                             f"{FORMAT_VERSION}, the state_dict has {int(v)}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ---- use ---------------------------------------------------------------------------------
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out_features, in_features] this module effectively multiplies by."""
+        return self.qweight.float() * self.weight_scale[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        allowed = _CUDA_DTYPES if x.device.type == "cuda" else _CPU_DTYPES
+        if x.dtype not in allowed:
+            raise TypeError(f"x must have dtype in {[str(d) for d in allowed]} on {x.device.type}, "
+                            f"got {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x.shape[-1] must equal in_features={self.in_features}, got shape "
+                             f"{tuple(x.shape)}")
+        if x.device != self.qweight.device:
+            raise ValueError(f"x is on {x.device} but the weights are on {self.qweight.device}; "
+                             "move one of them with .to()")
+        x2 = x.reshape(-1, self.in_features)
+        y = ops.int8_linear(x2, self.qweight, self.weight_scale, self._packed, self.bias, self.act_bits)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        a = "A8" if self.act_bits == 8 else "A16"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, W{self.weight_bits}{a}, backend={current_backend()}")

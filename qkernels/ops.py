@@ -1,0 +1,103 @@
+"""The op surface: fake (meta) impls for torch.ops.qkernels.*, CUDA registration, backend choice.
+
+Schemas are defined once in csrc/ops.cpp. CPU impls are C++ (csrc/), CUDA impls are Triton
+(qkernels.triton_kernels), and the reference is qkernels.reference. Modules call only this file.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _ext  # noqa: F401  (registers the schemas and CPU kernels)
+from . import reference as ref
+from .backend import current_backend
+
+PANEL_N = 64
+_ops = torch.ops.qkernels
+
+
+def _panels(n):
+    return (n + PANEL_N - 1) // PANEL_N
+
+
+def w8a8_panel_bytes(k):
+    return (k + 3) // 4 * 4 * PANEL_N + 4 * PANEL_N
+
+
+def w8a16_panel_bytes(k):
+    return k * PANEL_N
+
+
+# ---- fake impls (shapes only) so torch.compile and opcheck can trace the ops ------------------
+@torch.library.register_fake("qkernels::quantize_per_token_int8")
+def _(x):
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:1], dtype=torch.float32)
+
+
+@torch.library.register_fake("qkernels::pack_w8a8")
+def _(w):
+    if w.device.type == "cuda":
+        return torch.empty_like(w, memory_format=torch.contiguous_format)
+    return w.new_empty((_panels(w.shape[0]), w8a8_panel_bytes(w.shape[1])))
+
+
+@torch.library.register_fake("qkernels::pack_w8a16")
+def _(w):
+    if w.device.type == "cuda":
+        return torch.empty_like(w, memory_format=torch.contiguous_format)
+    return w.new_empty((_panels(w.shape[0]), w8a16_panel_bytes(w.shape[1])))
+
+
+@torch.library.register_fake("qkernels::w8a8_gemm")
+def _(a, a_scale, w_packed, w_scale, bias, N, out_dtype):
+    return a.new_empty((a.shape[0], N), dtype=out_dtype)
+
+
+@torch.library.register_fake("qkernels::w8a16_gemm")
+def _(x, w_packed, w_scale, bias, N):
+    return x.new_empty((x.shape[0], N))
+
+
+_cuda_registered = False
+
+
+def _ensure_cuda(device: torch.device):
+    """Register the Triton kernels as the CUDA impls on first CUDA use (clear error without Triton)."""
+    global _cuda_registered
+    if device.type != "cuda" or _cuda_registered:
+        return
+    try:
+        from .triton_kernels import register  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"qkernels on CUDA needs Triton (pip install triton): {e}") from e
+    _cuda_registered = True
+
+
+# ---- the surface modules use ------------------------------------------------------------------
+def quantize_per_token_int8(x: torch.Tensor):
+    """Symmetric per-row int8 quantization of a 2-D float tensor -> (q int8, scale fp32 [M])."""
+    if current_backend() == "reference":
+        return ref.quantize_per_token_int8(x)
+    _ensure_cuda(x.device)
+    return _ops.quantize_per_token_int8(x)
+
+
+def pack_int8_weight(w: torch.Tensor, act_bits: int | None) -> torch.Tensor:
+    """The layout the GEMM for ``act_bits`` reads. CUDA kernels read the plain [N, K] weight as is."""
+    if w.device.type != "cpu":
+        return w
+    return _ops.pack_w8a8(w) if act_bits == 8 else _ops.pack_w8a16(w)
+
+
+def int8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, w_packed: torch.Tensor,
+                bias: torch.Tensor | None, act_bits: int | None) -> torch.Tensor:
+    """y = x @ dequant(w).T + bias for 2-D x; act_bits=8: dynamic per-token int8 activations."""
+    if current_backend() == "reference":
+        if act_bits == 8:
+            return ref.linear_w8a8(x, w, w_scale, bias)
+        return ref.w8a16_gemm(x, w, w_scale, bias)
+    _ensure_cuda(x.device)
+    N = w.shape[0]
+    if act_bits == 8:
+        a, a_scale = _ops.quantize_per_token_int8(x)
+        return _ops.w8a8_gemm(a, a_scale, w_packed, w_scale, bias, N, x.dtype)
+    return _ops.w8a16_gemm(x, w_packed, w_scale, bias, N)

@@ -1,0 +1,8 @@
+"""qkernels.reference: pure-PyTorch, slow, obviously correct. Every kernel is tested against it."""
+from .gemm import int8_matmul, linear_w8a8, w8a8_epilogue, w8a8_gemm, w8a16_gemm
+from .quant import (FLT_MIN, GRANULARITIES, dequantize, pack_int4, qrange, quantize,
+                    quantize_per_token_int8, unpack_int4)
+
+__all__ = ["FLT_MIN", "GRANULARITIES", "dequantize", "int8_matmul", "linear_w8a8", "pack_int4",
+           "qrange", "quantize", "quantize_per_token_int8", "unpack_int4", "w8a8_epilogue",
+           "w8a8_gemm", "w8a16_gemm"]

@@ -1,0 +1,142 @@
+"""Reference quantize / dequantize / int4 packing in plain PyTorch: the numerics contract.
+
+Conventions (every native kernel matches these bit for bit):
+
+* ``q = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)``, ``x = (q - zero_point) * scale``.
+* Scales are fp32 and never below ``FLT_MIN`` (the smallest normal), so an all-zero row or
+  group quantizes to zeros without dividing by zero.
+* Symmetric: int8 uses [-127, 127] with ``scale = amax / 127``; int4 uses [-8, 7] with
+  ``scale = amax / 7`` (so -8 is never produced by quantization). No zero point.
+* Asymmetric: int8 uses [-128, 127], int4 uses [0, 15]; the range always includes 0:
+  ``scale = (max(x, 0) - min(x, 0)) / (qmax - qmin)``,
+  ``zero_point = clamp(qmin - round(min(x, 0) / scale), qmin, qmax)`` (int32).
+* A row/group holding NaN gets scale NaN (Inf: scale Inf) and q = 0, so outputs that use it
+  become NaN instead of silent garbage.
+* Granularities: ``per_tensor``; ``per_channel`` / ``per_token`` (one scale per row of a 2-D
+  tensor: weight rows are output channels, activation rows are tokens); ``per_group`` (one
+  scale per ``group_size`` consecutive elements of a row; a last partial group is allowed).
+"""
+from __future__ import annotations
+
+import torch
+
+FLT_MIN = torch.finfo(torch.float32).tiny
+GRANULARITIES = ("per_tensor", "per_channel", "per_token", "per_group")
+
+
+def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    if bits == 8:
+        return (-127, 127) if symmetric else (-128, 127)
+    if bits == 4:
+        return (-8, 7) if symmetric else (0, 15)
+    raise ValueError(f"bits must be 8 or 4, got {bits}")
+
+
+def _nan_aware_amax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x.abs().amax(dim=dim)  # torch.amax propagates NaN
+
+
+def _grouped(x: torch.Tensor, granularity: str, group_size: int | None) -> torch.Tensor:
+    """View x as [rows, groups, elems] for the granularity (pads a last partial group with 0)."""
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D, got shape {tuple(x.shape)}")
+    if granularity == "per_tensor":
+        return x.reshape(1, 1, -1)
+    if granularity in ("per_channel", "per_token"):
+        return x.unsqueeze(1)
+    if granularity == "per_group":
+        if not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive int for per_group, got {group_size!r}")
+        K = x.shape[1]
+        Kp = -(-K // group_size) * group_size
+        if Kp != K:
+            x = torch.nn.functional.pad(x, (0, Kp - K))
+        return x.reshape(x.shape[0], Kp // group_size, group_size)
+    raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+
+
+def _ungroup(g: torch.Tensor, shape: torch.Size, granularity: str) -> torch.Tensor:
+    if granularity == "per_tensor":
+        return g.reshape(shape)
+    return g.reshape(shape[0], -1)[:, : shape[1]]
+
+
+def _scale_shape(s: torch.Tensor, granularity: str) -> torch.Tensor:
+    if granularity == "per_tensor":
+        return s.reshape(())
+    if granularity in ("per_channel", "per_token"):
+        return s.reshape(-1)
+    return s  # [rows, groups]
+
+
+def quantize(x: torch.Tensor, granularity: str = "per_channel", bits: int = 8,
+             symmetric: bool = True, group_size: int | None = None):
+    """Quantize a 2-D float tensor. Returns (q int8, scale fp32, zero_point int32 or None).
+
+    q holds int4 values unpacked in an int8 tensor; see pack_int4 for the byte format.
+    """
+    qmin, qmax = qrange(bits, symmetric)
+    xf = x.float()
+    g = _grouped(xf, granularity, group_size)
+    if symmetric:
+        amax = _nan_aware_amax(g, dim=-1)
+        scale = (amax / (127.0 if bits == 8 else 7.0)).clamp_min(FLT_MIN)
+        zp = None
+        qf = torch.round(g / scale.unsqueeze(-1))
+    else:
+        lo = g.amin(dim=-1).clamp_max(0.0)
+        hi = g.amax(dim=-1).clamp_min(0.0)
+        bad = torch.isnan(g).any(dim=-1)
+        scale = ((hi - lo) / float(qmax - qmin)).clamp_min(FLT_MIN)
+        scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
+        zpf = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
+        zpf = torch.where(torch.isfinite(zpf), zpf, torch.zeros_like(zpf))
+        zp = zpf.to(torch.int32)
+        qf = torch.round(g / scale.unsqueeze(-1)) + zpf.unsqueeze(-1)
+    finite = torch.isfinite(scale).unsqueeze(-1)
+    qf = torch.where(finite, qf.clamp(qmin, qmax), torch.zeros_like(qf))
+    q = _ungroup(qf.to(torch.int8), x.shape, granularity)
+    scale = _scale_shape(scale, granularity)
+    if zp is not None:
+        zp = _scale_shape(zp, granularity)
+    return q, scale, zp
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None,
+               granularity: str = "per_channel", group_size: int | None = None) -> torch.Tensor:
+    """Inverse of quantize: float32 ``(q - zero_point) * scale`` with the same granularity."""
+    g = _grouped(q.to(torch.float32), granularity, group_size)
+    s = scale.reshape(g.shape[0], g.shape[1], 1)
+    if zero_point is not None:
+        g = g - zero_point.reshape(g.shape[0], g.shape[1], 1).float()
+    return _ungroup(g * s, q.shape, granularity)
+
+
+def quantize_per_token_int8(x: torch.Tensor):
+    """Dynamic symmetric per-row int8 quantization of a 2-D tensor: (q int8 [M, K], scale fp32 [M])."""
+    q, s, _ = quantize(x, "per_token", 8, True)
+    return q, s
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Pack int4 values (int8 tensor [N, K], values in [-8, 7] or [0, 15]) two per byte along K.
+
+    Byte j of a row holds element 2j in its low nibble and element 2j+1 in its high nibble,
+    each as the value's low 4 bits (two's complement for signed). An odd K pads with 0.
+    Returns uint8 [N, ceil(K / 2)].
+    """
+    if q.dim() != 2:
+        raise ValueError(f"q must be 2-D, got shape {tuple(q.shape)}")
+    if q.shape[1] % 2:
+        q = torch.nn.functional.pad(q, (0, 1))
+    u = q.to(torch.int32) & 0xF
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).to(torch.uint8)
+
+
+def unpack_int4(packed: torch.Tensor, K: int, signed: bool = True) -> torch.Tensor:
+    """Inverse of pack_int4: int8 [N, K]; signed=True sign-extends nibbles to [-8, 7]."""
+    p = packed.to(torch.int32)
+    u = torch.stack([p & 0xF, (p >> 4) & 0xF], dim=-1).reshape(packed.shape[0], -1)[:, :K]
+    if signed:
+        u = torch.where(u >= 8, u - 16, u)
+    return u.to(torch.int8)
