@@ -1,0 +1,14 @@
+"""Registers the Triton kernels as the CUDA implementations of the torch.ops.qkernels schemas."""
+import torch
+
+from .quant import quantize_per_token_int8
+from .w8a8_gemm import w8a8_gemm
+from .w8a16_gemm import w8a16_gemm
+
+_lib = torch.library.Library("qkernels", "IMPL")
+_lib.impl("quantize_per_token_int8", quantize_per_token_int8, "CUDA")
+# CUDA kernels read the plain [N, K] int8 weight; packing is a contiguous copy.
+_lib.impl("pack_w8a8", lambda w: w.contiguous().clone(), "CUDA")
+_lib.impl("pack_w8a16", lambda w: w.contiguous().clone(), "CUDA")
+_lib.impl("w8a8_gemm", w8a8_gemm, "CUDA")
+_lib.impl("w8a16_gemm", w8a16_gemm, "CUDA")
