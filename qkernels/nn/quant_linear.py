@@ -31,6 +31,10 @@ def _check_config(weight_bits, act_bits, group_size, symmetric):
         raise NotImplementedError("int8 weights are symmetric only (symmetric=True) in this version")
 
 
+def _repack_after_load(module, _incompatible_keys):
+    module._repack()  # module-level (not a lambda) so the module pickles
+
+
 class QuantLinear(nn.Module):
     """y = x @ W.T + b with W stored as int8 [out, in] and one fp32 scale per output channel.
 
@@ -58,7 +62,7 @@ class QuantLinear(nn.Module):
         else:
             self.bias = None
         self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._repack())
+        self.register_load_state_dict_post_hook(_repack_after_load)
         self._repack()
 
     # ---- construction ------------------------------------------------------------------------
@@ -86,11 +90,12 @@ class QuantLinear(nn.Module):
         self._packed = ops.pack_int8_weight(self.qweight, self.act_bits)
 
     def _apply(self, fn, recurse=True):
+        # Scales and bias stay fp32 whatever dtype the module is cast to (only their device
+        # follows), and the packed weight is rebuilt for the new device.
+        keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
         super()._apply(fn, recurse)
-        # Scales and bias stay fp32 whatever dtype the module is cast to; repack for the device.
-        self.weight_scale = self.weight_scale.float()
-        if self.bias is not None:
-            self.bias = self.bias.float()
+        for n, t in keep.items():
+            self._buffers[n] = t.to(self._buffers[n].device)
         self._repack()
         return self
 

@@ -58,7 +58,7 @@ def _grouped(x: torch.Tensor, granularity: str, group_size: int | None) -> torch
 def _ungroup(g: torch.Tensor, shape: torch.Size, granularity: str) -> torch.Tensor:
     if granularity == "per_tensor":
         return g.reshape(shape)
-    return g.reshape(shape[0], -1)[:, : shape[1]]
+    return g.reshape(shape[0], g.shape[1] * g.shape[2])[:, : shape[1]]
 
 
 def _scale_shape(s: torch.Tensor, granularity: str) -> torch.Tensor:

@@ -1,0 +1,143 @@
+"""C++ CPU kernels vs qkernels.reference on every ISA path: bit-exact integer results and epilogue."""
+import pytest
+import torch
+
+from qkernels import ops
+from qkernels import reference as R
+from tolerances import fp32_dot_bound
+
+Q = torch.ops.qkernels
+
+# (M, K, N): every awkward size appears (M in 0,1,3,17,128; K, N in 1,7,67,127,4095+).
+SHAPES = [(0, 67, 7), (1, 1, 1), (1, 4097, 67), (3, 7, 4097), (17, 67, 127), (128, 127, 67),
+          (17, 4095, 129), (3, 1, 64), (1, 257, 1)]
+
+
+def _nan_eq(a, b):
+    return torch.equal(a.nan_to_num(1.5, 2.5, 3.5), b.nan_to_num(1.5, 2.5, 3.5))
+
+
+def _w8a8(a, a_s, w, w_s, b, out_dtype):
+    return Q.w8a8_gemm(a, a_s, Q.pack_w8a8(w), w_s, b, w.shape[0], out_dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K", [(0, 5), (1, 1), (3, 7), (17, 67), (128, 127), (2, 4097)])
+def test_quantize_per_token_matches_reference(isa, dtype, M, K):
+    x = (torch.randn(M, K) * 5).to(dtype)
+    if M > 2:
+        x[0] = 0
+        x[1, K // 2] = float("nan")
+        x[2, 0] = float("-inf")
+    q, s = Q.quantize_per_token_int8(x)
+    qr, sr = R.quantize_per_token_int8(x)
+    assert torch.equal(q, qr) and _nan_eq(s, sr)
+
+
+def test_quantize_noncontiguous(isa):
+    x = torch.randn(40, 66)[::2, 1:]
+    q, s = Q.quantize_per_token_int8(x)
+    qr, sr = R.quantize_per_token_int8(x)
+    assert torch.equal(q, qr) and torch.equal(s, sr)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_w8a8_gemm_bit_exact(isa, M, K, N, out_dtype):
+    a = torch.randint(-127, 128, (M, K), dtype=torch.int8)
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    a_s, w_s, b = torch.rand(M) + 0.01, torch.rand(N) + 0.01, torch.randn(N)
+    for bias in (b, None):
+        y = _w8a8(a, a_s, w, w_s, bias, out_dtype)
+        assert y.dtype == out_dtype and y.shape == (M, N)
+        assert torch.equal(y, R.w8a8_gemm(a, a_s, w, w_s, bias, out_dtype))
+
+
+@pytest.mark.parametrize("pattern", ["same_sign", "opposite_sign", "alternating"])
+def test_w8a8_int16_saturation_corner(isa, pattern):
+    """All |values| = 127 with K large: every vpmaddubsw pair sum is at its 32258 maximum."""
+    K, M, N = 8192, 3, 70
+    a = torch.full((M, K), 127, dtype=torch.int8)
+    w = torch.full((N, K), 127, dtype=torch.int8)
+    if pattern == "opposite_sign":
+        w = -w
+    elif pattern == "alternating":
+        a[:, 1::2] = -127
+        w[:, 1::2] = -127
+    a[1] = -a[1]
+    ones_m, ones_n = torch.ones(M), torch.ones(N)
+    y = _w8a8(a, ones_m, w, ones_n, None, torch.float32)
+    exact = R.int8_matmul(a, w).float()
+    assert torch.equal(y, exact)
+    assert abs(exact).max().item() == 127 * 127 * K
+
+
+def test_w8a8_accepts_minus_128_activations(isa):
+    # Activations from other producers may hold -128; the u8 shift and the sign trick both cover it.
+    K = 4096
+    a = torch.full((2, K), -128, dtype=torch.int8)
+    w = torch.randint(-127, 128, (65, K), dtype=torch.int8)
+    y = _w8a8(a, torch.ones(2), w, torch.ones(65), None, torch.float32)
+    assert torch.equal(y, R.int8_matmul(a, w).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_w8a16_gemm_within_fp32_rounding(isa, M, K, N, dtype):
+    x = torch.randn(M, K).to(dtype)
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    w_s, b = torch.rand(N) + 0.01, torch.randn(N)
+    y = Q.w8a16_gemm(x, Q.pack_w8a16(w), w_s, b, N)
+    assert y.dtype == dtype and y.shape == (M, N)
+    exact = (x.double() @ w.double().T) * w_s.double() + b.double()
+    bound = fp32_dot_bound(x.float(), w, w_s)
+    if dtype == torch.bfloat16:  # plus one bf16 rounding of the output
+        bound = bound + exact.abs() * 2.0 ** -8
+    assert torch.all((y.double() - exact).abs() <= bound)
+
+
+def test_nan_input_poisons_only_its_row(isa):
+    lin_w = torch.randint(-127, 128, (67, 33), dtype=torch.int8)
+    x = torch.randn(4, 33)
+    x[1, 5] = float("nan")
+    x[2, 7] = float("inf")
+    y8 = ops.int8_linear(x, lin_w, torch.ones(67), ops.pack_int8_weight(lin_w, 8), None, 8)
+    y16 = ops.int8_linear(x, lin_w, torch.ones(67), ops.pack_int8_weight(lin_w, None), None, None)
+    for y in (y8, y16):
+        assert torch.isfinite(y[[0, 3]]).all()
+        assert torch.isnan(y[1]).all()
+        assert (~torch.isfinite(y[2])).all()
+
+
+@pytest.mark.parametrize("act_bits", [8, None])
+def test_results_do_not_depend_on_thread_count(isa, act_bits):
+    x = torch.randn(100, 515)
+    w = torch.randint(-127, 128, (300, 515), dtype=torch.int8)
+    w_s = torch.rand(300)
+    packed = ops.pack_int8_weight(w, act_bits)
+    prev = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            outs.append(ops.int8_linear(x, w, w_s, packed, None, act_bits))
+    finally:
+        torch.set_num_threads(prev)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_pack_rejects_minus_128():
+    w = torch.zeros(3, 8, dtype=torch.int8)
+    w[1, 2] = -128
+    with pytest.raises(ValueError, match=r"\[-127, 127\]"):
+        Q.pack_w8a8(w)
+
+
+def test_gemm_rejects_mismatched_pack():
+    w = torch.zeros(70, 16, dtype=torch.int8)
+    with pytest.raises(ValueError, match="w_packed"):
+        Q.w8a8_gemm(torch.zeros(2, 20, dtype=torch.int8), torch.ones(2), Q.pack_w8a8(w),
+                    torch.ones(70), None, 70, torch.float32)
+    with pytest.raises(TypeError, match="a must be int8"):
+        Q.w8a8_gemm(torch.zeros(2, 16), torch.ones(2), Q.pack_w8a8(w), torch.ones(70), None, 70,
+                    torch.float32)

@@ -1,0 +1,87 @@
+"""Bad input raises ValueError / TypeError naming the argument, expected and given (API.md)."""
+import pytest
+import torch
+from torch import nn
+
+import qkernels
+from qkernels import QuantConfig, QuantLinear, SparseLinear
+
+
+@pytest.fixture
+def q():
+    return QuantLinear.from_float(nn.Linear(16, 8))
+
+
+def test_wrong_in_features(q):
+    with pytest.raises(ValueError, match=r"x.shape\[-1\] must equal in_features=16, got shape \(2, 15\)"):
+        q(torch.randn(2, 15))
+    with pytest.raises(ValueError, match="in_features"):
+        q(torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int8, torch.float64, torch.float16])
+def test_wrong_dtype(q, dtype):
+    with pytest.raises(TypeError, match=f"x must have dtype in .* got {dtype}"):
+        q(torch.zeros(2, 16, dtype=dtype))
+
+
+def test_not_a_tensor(q):
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        q([1.0] * 16)
+
+
+def test_wrong_device(q):
+    with pytest.raises(ValueError, match="x is on meta but the weights are on cpu"):
+        q(torch.empty(2, 16, device="meta"))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 16, None])
+def test_weight_bits(bits):
+    with pytest.raises(ValueError, match=f"weight_bits must be 8 or 4, got {bits}"):
+        QuantLinear.from_float(nn.Linear(4, 4), weight_bits=bits)
+
+
+def test_act_bits():
+    with pytest.raises(ValueError, match="act_bits must be 8 or None"):
+        QuantLinear.from_float(nn.Linear(4, 4), act_bits=4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_weight(bad):
+    lin = nn.Linear(8, 4)
+    with torch.no_grad():
+        lin.weight[1, 2] = bad
+    with pytest.raises(ValueError, match="linear.weight holds NaN or Inf"):
+        QuantLinear.from_float(lin)
+
+
+def test_not_a_linear():
+    with pytest.raises(TypeError, match="linear must be an nn.Linear, got Conv1d"):
+        QuantLinear.from_float(nn.Conv1d(4, 4, 1))
+
+
+def test_bad_sizes():
+    with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
+        QuantLinear(0, 4)
+
+
+def test_not_yet_implemented_is_loud():
+    with pytest.raises(NotImplementedError, match="weight_bits=4"):
+        QuantLinear.from_float(nn.Linear(8, 8), weight_bits=4, act_bits=None, group_size=128)
+    with pytest.raises(NotImplementedError, match="group_size"):
+        QuantLinear.from_float(nn.Linear(8, 8), group_size=64)
+    with pytest.raises(NotImplementedError, match="symmetric"):
+        QuantLinear.from_float(nn.Linear(8, 8), symmetric=False)
+    with pytest.raises(NotImplementedError, match="2:4"):
+        SparseLinear.from_float(nn.Linear(8, 8))
+
+
+def test_quantize_config_type():
+    with pytest.raises(TypeError, match="config must be a QuantConfig"):
+        qkernels.quantize_(nn.Sequential(nn.Linear(2, 2)), {"weight_bits": 8})
+
+
+def test_use_backend_name():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with qkernels.use_backend("cuda"):
+            pass

@@ -1,0 +1,25 @@
+"""torch.library.opcheck on every qkernels op (schema, fake impl, autograd registration, dispatch)."""
+import pytest
+import torch
+
+Q = torch.ops.qkernels
+
+
+def _cases():
+    x = torch.randn(5, 67)
+    w = torch.randint(-127, 128, (70, 67), dtype=torch.int8)
+    a, a_s = Q.quantize_per_token_int8(x)
+    yield Q.quantize_per_token_int8.default, (x,)
+    yield Q.quantize_per_token_int8.default, (x.bfloat16(),)
+    yield Q.quantize_per_token_int8.default, (torch.randn(8, 67)[::2],)
+    yield Q.pack_w8a8.default, (w,)
+    yield Q.pack_w8a16.default, (w,)
+    yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), torch.randn(70), 70, torch.float32)
+    yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), None, 70, torch.bfloat16)
+    yield Q.w8a16_gemm.default, (x, Q.pack_w8a16(w), torch.rand(70), torch.randn(70), 70)
+    yield Q.w8a16_gemm.default, (x.bfloat16(), Q.pack_w8a16(w), torch.rand(70), None, 70)
+
+
+@pytest.mark.parametrize("op,args", list(_cases()), ids=lambda v: str(v) if not isinstance(v, tuple) else "")
+def test_opcheck(op, args):
+    torch.library.opcheck(op, args)

@@ -1,0 +1,137 @@
+"""QuantLinear and quantize_: SQNR floors, parity with the reference, state, devices, compile."""
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import qkernels
+from qkernels import QuantConfig, QuantLinear
+from tolerances import SQNR_DB, sqnr_db
+
+MODES = {"w8a8": 8, "w8a16": None}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sqnr_floor_vs_fp32_linear(isa, mode):
+    lin = nn.Linear(1024, 512)
+    nn.init.normal_(lin.weight)
+    x = torch.randn(64, 1024)
+    q = QuantLinear.from_float(lin, weight_bits=8, act_bits=MODES[mode])
+    with torch.no_grad():
+        assert sqnr_db(lin(x), q(x)) >= SQNR_DB[mode]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", MODES)
+def test_native_matches_reference_backend(isa, mode, dtype):
+    lin = nn.Linear(67, 129)
+    q = QuantLinear.from_float(lin, act_bits=MODES[mode])
+    x = torch.randn(2, 5, 67).to(dtype)
+    y = q(x)
+    with qkernels.use_backend("reference"):
+        yr = q(x)
+    assert y.shape == (2, 5, 129) and y.dtype == dtype
+    if mode == "w8a8":
+        assert torch.equal(y, yr)
+    else:
+        torch.testing.assert_close(y.float(), yr.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                                   atol=1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_awkward_shapes_and_layouts(mode):
+    for K, N in [(1, 1), (7, 4095), (4097, 3)]:
+        lin = nn.Linear(K, N, bias=N % 2 == 1)
+        q = QuantLinear.from_float(lin, act_bits=MODES[mode])
+        for x in (torch.randn(0, K), torch.randn(3, K), torch.randn(2, 3, K),
+                  torch.randn(K, 6).T, torch.randn(4, 2 * K)[:, ::2]):
+            y = q(x)
+            with qkernels.use_backend("reference"):
+                yr = q(x)
+            assert y.shape == (*x.shape[:-1], N)
+            torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
+
+
+def test_dequantize_is_the_effective_weight():
+    lin = nn.Linear(64, 32)
+    q = QuantLinear.from_float(lin, act_bits=None)
+    w = q.dequantize()
+    assert w.shape == (32, 64) and w.dtype == torch.float32
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(q(x), x @ w.T + q.bias, rtol=1e-5, atol=1e-5)
+    assert (w - lin.weight).abs().max() <= q.weight_scale.max() / 2 * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_state_dict_roundtrip_safetensors(tmp_path, mode):
+    from safetensors.torch import load_file, save_file
+    lin = nn.Linear(100, 70)
+    q = QuantLinear.from_float(lin, act_bits=MODES[mode])
+    sd = q.state_dict()
+    assert set(sd) == {"qweight", "weight_scale", "bias", "format_version"}
+    assert sd["qweight"].dtype == torch.int8 and sd["weight_scale"].dtype == torch.float32
+    save_file(sd, tmp_path / "q.safetensors")
+    q2 = QuantLinear(100, 70, bias=True, weight_bits=8, act_bits=MODES[mode])
+    q2.load_state_dict(load_file(tmp_path / "q.safetensors"))
+    x = torch.randn(3, 100)
+    assert torch.equal(q(x), q2(x))
+
+
+def test_state_dict_version_mismatch_is_an_error():
+    q = QuantLinear(8, 4)
+    sd = q.state_dict()
+    sd["format_version"] = torch.tensor(99, dtype=torch.int32)
+    with pytest.raises(ValueError, match="format_version"):
+        q.load_state_dict(sd)
+
+
+def test_deepcopy_pickle_and_to():
+    q = QuantLinear.from_float(nn.Linear(40, 24))
+    x = torch.randn(2, 40)
+    y = q(x)
+    assert torch.equal(copy.deepcopy(q)(x), y)
+    buf = io.BytesIO()
+    torch.save(q, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(x), y)
+    assert torch.equal(pickle.loads(pickle.dumps(q))(x), y)
+    q.to("cpu")
+    q.to(torch.bfloat16)  # scales and bias stay fp32; the module still takes bf16 or fp32 input
+    assert q.weight_scale.dtype == torch.float32 and q.bias.dtype == torch.float32
+    assert torch.equal(q(x), y)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_compile_fullgraph(mode):
+    q = QuantLinear.from_float(nn.Linear(64, 48), act_bits=MODES[mode])
+    x = torch.randn(3, 5, 64)
+    compiled = torch.compile(q, fullgraph=True)
+    assert torch.equal(compiled(x), q(x))
+
+
+def test_quantize_model_with_filter():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Sequential(nn.Linear(32, 8), nn.Linear(8, 4)))
+    x = torch.randn(5, 16)
+    ref = model(x)
+    out = qkernels.quantize_(model, QuantConfig(weight_bits=8, act_bits=8),
+                             filter_fn=lambda m, name: name != "2.1")
+    assert out is model
+    assert isinstance(model[0], QuantLinear) and isinstance(model[2][0], QuantLinear)
+    assert type(model[2][1]) is nn.Linear
+    assert sqnr_db(ref, model(x)) > 25
+
+
+def test_backend_env_var_forces_reference(monkeypatch):
+    q = QuantLinear.from_float(nn.Linear(33, 17), act_bits=None)
+    x = torch.randn(4, 33)
+    with qkernels.use_backend("reference"):
+        yr = q(x)
+    monkeypatch.setenv("QKERNELS_BACKEND", "reference")
+    assert qkernels.current_backend() == "reference"
+    assert torch.equal(q(x), yr)
+    monkeypatch.setenv("QKERNELS_BACKEND", "fast")
+    with pytest.raises(ValueError, match="QKERNELS_BACKEND"):
+        q(x)
