@@ -97,15 +97,20 @@ void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes) {
 }
 
 // Tasks are (row chunk, panel) pairs; each output element is computed by exactly one task with
-// a fixed reduction order, so results do not depend on the thread count.
+// a fixed reduction order, so results do not depend on the thread count or on the split.
+// A task keeps its panel hot in cache across all its rows, so rows are split only when there are
+// too few panels to give every thread several tasks.
 template <typename F>
 void parallel_tiles(int64_t M, int64_t P, F&& f) {
-  constexpr int64_t kMc = 48;  // multiple of every microkernel's MR (6, 2, 1)
-  const int64_t mchunks = (M + kMc - 1) / kMc;
+  constexpr int64_t kMr = 6;  // a multiple of every microkernel's MR (6, 2, 1)
+  const int64_t want = 4 * at::get_num_threads();
+  int64_t mchunks = P >= want ? 1 : std::min((want + P - 1) / P, (M + kMr - 1) / kMr);
+  const int64_t mc = qk::round_up((M + mchunks - 1) / mchunks, kMr);
+  mchunks = (M + mc - 1) / mc;
   at::parallel_for(0, mchunks * P, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      const int64_t mc = t / P, p = t % P;
-      f(mc * kMc, std::min(M, (mc + 1) * kMc), p, p + 1);
+      const int64_t c = t / P, p = t % P;
+      f(c * mc, std::min(M, (c + 1) * mc), p, p + 1);
     }
   });
 }

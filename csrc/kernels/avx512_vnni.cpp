@@ -58,6 +58,12 @@ void quant_row_bf16_avx512(const uint16_t* x, int64_t K, int8_t* q, float* s) { 
 //   for each row r: b = broadcast(u8 a[r][4k4 .. 4k4+3]) and c[r][j] += vpdpbusd(b, wj)
 //   c[r][0..3] hold rows r's 64 int32 sums: MR x 4 accumulators (MR <= 6 -> 24 zmm).
 // a is s8 + 128 (u8), so c = sum(a*w) + colsum; colsum (= 128 * sum_k w) sits after the panel.
+// c += dot4(u8 b, s8 w). The intrinsic's tied accumulator makes GCC copy (and spill) all 24
+// accumulators every iteration; a "+v" asm operand keeps each one pinned in its register.
+inline void dpbusd(__m512i& c, __m512i b, __m512i w) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(w));
+}
+
 template <int MR>
 inline void ukernel_w8a8(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
                          int32_t acc[][kPanelN]) {
@@ -76,10 +82,10 @@ inline void ukernel_w8a8(const uint8_t* a, int64_t lda, const int8_t* wp, int64_
       int32_t a4;
       std::memcpy(&a4, a + r * lda + 4 * k4, 4);
       const __m512i b = _mm512_set1_epi32(a4);
-      c[r][0] = _mm512_dpbusd_epi32(c[r][0], b, w0);
-      c[r][1] = _mm512_dpbusd_epi32(c[r][1], b, w1);
-      c[r][2] = _mm512_dpbusd_epi32(c[r][2], b, w2);
-      c[r][3] = _mm512_dpbusd_epi32(c[r][3], b, w3);
+      dpbusd(c[r][0], b, w0);
+      dpbusd(c[r][1], b, w1);
+      dpbusd(c[r][2], b, w2);
+      dpbusd(c[r][3], b, w3);
     }
   }
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256);

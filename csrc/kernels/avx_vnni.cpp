@@ -10,6 +10,12 @@ namespace {
 // gemm_u8s8s32_2x32_avxvnni: half a panel (32 columns = 4 ymm of [8 n x 4 k]) per call,
 // MR = 2 rows -> 8 accumulators + 4 weight registers + 2 broadcasts of the 16 ymm.
 // Activations are u8 (s8 + 128); colsum after the panel removes the shift exactly.
+// c += dot4(u8 b, s8 w). asm keeps the tied accumulator in place (GCC otherwise copies it every
+// step), and {vex} forces the AVX-VNNI encoding, never the EVEX (AVX512-VL) one.
+inline void dpbusd(__m256i& c, __m256i b, __m256i w) {
+  asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(c) : "x"(b), "x"(w));
+}
+
 template <int MR>
 inline void ukernel_w8a8_avxvnni(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
                                  int32_t acc[][kPanelN], int half) {
@@ -25,7 +31,7 @@ inline void ukernel_w8a8_avxvnni(const uint8_t* a, int64_t lda, const int8_t* wp
       int32_t a4;
       std::memcpy(&a4, a + r * lda + 4 * k4, 4);
       const __m256i b = _mm256_set1_epi32(a4);
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_dpbusd_avx_epi32(c[r][j], b, wv[j]);
+      for (int j = 0; j < 4; ++j) dpbusd(c[r][j], b, wv[j]);
     }
   }
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;

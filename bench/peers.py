@@ -1,0 +1,141 @@
+"""CPU and GPU peer implementations for the benchmark, each a (setup -> call) pair on shared data.
+
+Every factory takes (x, w_fp32) and returns a zero-argument callable that computes y = x @ W.T
+(its own way) using one weight copy; `copies` distinct copies are made for DRAM (cold) timing.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from qkernels import ops
+
+
+def _per_channel_int8(w):
+    q, s = ops.quantize_per_token_int8(w)
+    return q, s
+
+
+# ---- qkernels ----------------------------------------------------------------------------------
+def qk_w8a8(x, w):
+    q, s = _per_channel_int8(w)
+    packed = ops.pack_int8_weight(q, 8)
+    return lambda: ops.int8_linear(x, q, s, packed, None, 8), packed.numel()
+
+
+def qk_w8a16(x, w):
+    q, s = _per_channel_int8(w)
+    packed = ops.pack_int8_weight(q, None)
+    return lambda: ops.int8_linear(x, q, s, packed, None, None), packed.numel()
+
+
+# ---- torch CPU peers ---------------------------------------------------------------------------
+def torch_fp32(x, w):
+    w = w.clone()
+    return lambda: F.linear(x, w), w.numel() * 4
+
+
+def torch_bf16(x, w):
+    xb, wb = x.bfloat16(), w.bfloat16()
+    return lambda: F.linear(xb, wb), wb.numel() * 2
+
+
+def torch_ao_dynamic(x, w):
+    import torch.ao.quantization as aq
+    torch.backends.quantized.engine = "fbgemm"
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = aq.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+    return lambda: m(x), w.numel()
+
+
+def torch_int_mm(x, w):
+    """torch._int_mm with the same dynamic per-token activation quantization done in torch ops."""
+    q, s = _per_channel_int8(w)
+    qt = q.T.contiguous().T  # [K, N] column-major view, the layout _int_mm prefers
+
+    def run():
+        amax = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+        a_s = amax / 127
+        a = torch.round(x / a_s).clamp_(-127, 127).to(torch.int8)
+        return torch._int_mm(a, qt.T).float() * a_s * s
+    return run, q.numel()
+
+
+def torch_int8pack(x, w):
+    """bf16 activations: its fast CPU path (with fp32 activations it is far slower)."""
+    q, s = _per_channel_int8(w)
+    xb, sb = x.bfloat16(), s.bfloat16()
+    return lambda: torch._weight_int8pack_mm(xb, q, sb), q.numel()
+
+
+# ---- onnxruntime (optional) --------------------------------------------------------------------
+def ort_dynamic_quant_matmul(x, w):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    q, s = _per_channel_int8(w)
+    K, N = w.shape[1], w.shape[0]
+    b = helper.make_tensor("B", TensorProto.INT8, [K, N], q.T.contiguous().numpy().tobytes(), raw=True)
+    bs = helper.make_tensor("B_scale", TensorProto.FLOAT, [N], s.numpy().tobytes(), raw=True)
+    bz = helper.make_tensor("B_zp", TensorProto.INT8, [N], bytes(N), raw=True)
+    node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "B_scale", "B_zp"], ["Y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, K])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, N])], [b, bs, bz])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = min(model.ir_version, 10)  # what current onnxruntime releases accept
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    xn = np.ascontiguousarray(x.numpy())
+    return lambda: sess.run(None, {"A": xn})[0], q.numel()
+
+
+def ort_available():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+CPU_W8A8 = {"qkernels W8A8": qk_w8a8}
+CPU_W8A16 = {"qkernels W8A16": qk_w8a16}
+CPU_PEERS = {
+    "torch fp32 F.linear": torch_fp32,
+    "torch bf16 F.linear": torch_bf16,
+    "torch.ao dynamic int8 (fbgemm)": torch_ao_dynamic,
+    "torch._int_mm + act quant": torch_int_mm,
+    "torch._weight_int8pack_mm (bf16 act)": torch_int8pack,
+}
+if ort_available():
+    CPU_PEERS["onnxruntime DynamicQuantizeMatMul"] = ort_dynamic_quant_matmul
+
+
+# ---- GPU peers ---------------------------------------------------------------------------------
+def cublas_bf16(x, w):
+    xb, wb = x.bfloat16(), w.bfloat16()
+    return lambda: torch.matmul(xb, wb.T), wb.numel() * 2
+
+
+def cublas_int8(x, w):
+    q, s = _per_channel_int8(w)
+    qt = q.T  # _int_mm wants [K, N] column-major on CUDA; M must be > 16
+
+    def run():
+        a, a_s = ops.quantize_per_token_int8(x)
+        return torch._int_mm(a, qt).float() * a_s[:, None] * s
+    return run, q.numel()
+
+
+GPU_ROWS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16,
+            "cuBLAS bf16 torch.matmul": cublas_bf16, "cuBLAS int8 torch._int_mm": cublas_int8}
