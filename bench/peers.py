@@ -1,7 +1,8 @@
 """CPU and GPU peer implementations for the benchmark, each a (setup -> call) pair on shared data.
 
-Every factory takes (x, w_fp32) and returns a zero-argument callable that computes y = x @ W.T
-(its own way) using one weight copy; `copies` distinct copies are made for DRAM (cold) timing.
+Every factory takes (x, w_fp32, many=False) and returns (callable, weight bytes): the callable
+computes y = x @ W.T its own way from one weight copy. For DRAM (cold) timing the bench makes one
+instance per weight copy and passes many=True.
 """
 from __future__ import annotations
 
@@ -19,30 +20,30 @@ def _per_channel_int8(w):
 
 
 # ---- qkernels ----------------------------------------------------------------------------------
-def qk_w8a8(x, w):
+def qk_w8a8(x, w, many=False):
     q, s = _per_channel_int8(w)
     packed = ops.pack_int8_weight(q, 8)
     return lambda: ops.int8_linear(x, q, s, packed, None, 8), packed.numel()
 
 
-def qk_w8a16(x, w):
+def qk_w8a16(x, w, many=False):
     q, s = _per_channel_int8(w)
     packed = ops.pack_int8_weight(q, None)
     return lambda: ops.int8_linear(x, q, s, packed, None, None), packed.numel()
 
 
 # ---- torch CPU peers ---------------------------------------------------------------------------
-def torch_fp32(x, w):
+def torch_fp32(x, w, many=False):
     w = w.clone()
     return lambda: F.linear(x, w), w.numel() * 4
 
 
-def torch_bf16(x, w):
+def torch_bf16(x, w, many=False):
     xb, wb = x.bfloat16(), w.bfloat16()
     return lambda: F.linear(xb, wb), wb.numel() * 2
 
 
-def torch_ao_dynamic(x, w):
+def torch_ao_dynamic(x, w, many=False):
     import torch.ao.quantization as aq
     torch.backends.quantized.engine = "fbgemm"
     lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
@@ -54,7 +55,7 @@ def torch_ao_dynamic(x, w):
     return lambda: m(x), w.numel()
 
 
-def torch_int_mm(x, w):
+def torch_int_mm(x, w, many=False):
     """torch._int_mm with the same dynamic per-token activation quantization done in torch ops."""
     q, s = _per_channel_int8(w)
     qt = q.T.contiguous().T  # [K, N] column-major view, the layout _int_mm prefers
@@ -67,7 +68,7 @@ def torch_int_mm(x, w):
     return run, q.numel()
 
 
-def torch_int8pack(x, w):
+def torch_int8pack(x, w, many=False):
     """bf16 activations: its fast CPU path (with fp32 activations it is far slower)."""
     q, s = _per_channel_int8(w)
     xb, sb = x.bfloat16(), s.bfloat16()
@@ -75,7 +76,7 @@ def torch_int8pack(x, w):
 
 
 # ---- onnxruntime (optional) --------------------------------------------------------------------
-def ort_dynamic_quant_matmul(x, w):
+def ort_dynamic_quant_matmul(x, w, many=False):
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -94,6 +95,10 @@ def ort_dynamic_quant_matmul(x, w):
     so = ort.SessionOptions()
     so.intra_op_num_threads = torch.get_num_threads()
     so.inter_op_num_threads = 1
+    if many:
+        # Dozens of sessions (one per weight copy) each own a thread pool; spinning idle pools
+        # would steal the cores from the one running, so they block instead.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     xn = np.ascontiguousarray(x.numpy())
     return lambda: sess.run(None, {"A": xn})[0], q.numel()
@@ -122,12 +127,12 @@ if ort_available():
 
 
 # ---- GPU peers ---------------------------------------------------------------------------------
-def cublas_bf16(x, w):
+def cublas_bf16(x, w, many=False):
     xb, wb = x.bfloat16(), w.bfloat16()
     return lambda: torch.matmul(xb, wb.T), wb.numel() * 2
 
 
-def cublas_int8(x, w):
+def cublas_int8(x, w, many=False):
     q, s = _per_channel_int8(w)
     qt = q.T  # _int_mm wants [K, N] column-major on CUDA; M must be > 16
 

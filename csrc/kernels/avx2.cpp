@@ -2,7 +2,7 @@
 #include <immintrin.h>
 
 #include "avx2.h"
-#include "epilogue.h"
+#include "driver.h"
 
 namespace qk {
 
@@ -97,24 +97,14 @@ static inline void ukernel_w8a8_avx2(const int8_t* a, int64_t lda, const int8_t*
 }
 
 static void gemm_w8a8_avx2(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
-  alignas(32) int32_t acc[2][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * pb;
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; m += 2) {
-      const int mr = m1 - m >= 2 ? 2 : 1;
-      const int8_t* a = reinterpret_cast<const int8_t*>(g.a + m * g.lda);
-      for (int half = 0; half < 2; ++half) {
-        if (mr == 2) ukernel_w8a8_avx2<2>(a, g.lda, wp, K4, acc, half);
-        else ukernel_w8a8_avx2<1>(a, g.lda, wp, K4, acc, half);
-      }
-      for (int r = 0; r < mr; ++r)
-        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
-                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
-                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+  drive_w8a8<2>(g, m0, m1, p0, p1, [](int mr, const uint8_t* a8, int64_t lda, const int8_t* wp,
+                                      int64_t K4, int32_t acc[][kPanelN]) {
+    const int8_t* a = reinterpret_cast<const int8_t*>(a8);
+    for (int half = 0; half < 2; ++half) {
+      if (mr == 2) ukernel_w8a8_avx2<2>(a, lda, wp, K4, acc, half);
+      else ukernel_w8a8_avx2<1>(a, lda, wp, K4, acc, half);
     }
-  }
+  });
 }
 
 // ---- W8A16: gemm_f32s8f32_2x32_avx2 ------------------------------------------------------------
@@ -141,22 +131,13 @@ static inline void ukernel_w8a16_avx2(const float* x, int64_t ldx, const int8_t*
 }
 
 void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  alignas(32) float acc[2][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * w8a16_panel_bytes(g.K);
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; m += 2) {
-      const int mr = m1 - m >= 2 ? 2 : 1;
-      const float* x = g.x + m * g.ldx;
-      for (int half = 0; half < 2; ++half) {
-        if (mr == 2) ukernel_w8a16_avx2<2>(x, g.ldx, wp, g.K, acc, half);
-        else ukernel_w8a16_avx2<1>(x, g.ldx, wp, g.K, acc, half);
-      }
-      for (int r = 0; r < mr; ++r)
-        epilogue_w8a16(acc[r], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
-                       cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+  drive_w8a16<2>(g, m0, m1, p0, p1, [](int mr, const float* x, int64_t ldx, const int8_t* wp,
+                                       int64_t K, float acc[][kPanelN]) {
+    for (int half = 0; half < 2; ++half) {
+      if (mr == 2) ukernel_w8a16_avx2<2>(x, ldx, wp, K, acc, half);
+      else ukernel_w8a16_avx2<1>(x, ldx, wp, K, acc, half);
     }
-  }
+  });
 }
 
 const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,

@@ -1,7 +1,7 @@
 // AVX-512 VNNI kernels (-mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma): quant, W8A8, W8A16.
 #include <immintrin.h>
 
-#include "epilogue.h"
+#include "driver.h"
 #include "kernels.h"
 // Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
 // measured best here for both kernels (1-2 KiB left W8A16 ~30% slower).
@@ -103,31 +103,18 @@ inline void ukernel_w8a8(const uint8_t* a, int64_t lda, const int8_t* wp, int64_
   }
 }
 
-constexpr int kMrW8A8 = 6;
-
 void gemm_w8a8_avx512(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
-  alignas(64) int32_t acc[kMrW8A8][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * pb;
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; m += kMrW8A8) {
-      const int mr = int(m1 - m < kMrW8A8 ? m1 - m : kMrW8A8);
-      const uint8_t* a = g.a + m * g.lda;
-      switch (mr) {
-        case 1: ukernel_w8a8<1>(a, g.lda, wp, K4, acc); break;
-        case 2: ukernel_w8a8<2>(a, g.lda, wp, K4, acc); break;
-        case 3: ukernel_w8a8<3>(a, g.lda, wp, K4, acc); break;
-        case 4: ukernel_w8a8<4>(a, g.lda, wp, K4, acc); break;
-        case 5: ukernel_w8a8<5>(a, g.lda, wp, K4, acc); break;
-        default: ukernel_w8a8<6>(a, g.lda, wp, K4, acc); break;
-      }
-      for (int r = 0; r < mr; ++r)
-        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
-                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
-                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+  drive_w8a8<6>(g, m0, m1, p0, p1, [](int mr, const uint8_t* a, int64_t lda, const int8_t* wp,
+                                      int64_t K4, int32_t acc[][kPanelN]) {
+    switch (mr) {
+      case 1: ukernel_w8a8<1>(a, lda, wp, K4, acc); break;
+      case 2: ukernel_w8a8<2>(a, lda, wp, K4, acc); break;
+      case 3: ukernel_w8a8<3>(a, lda, wp, K4, acc); break;
+      case 4: ukernel_w8a8<4>(a, lda, wp, K4, acc); break;
+      case 5: ukernel_w8a8<5>(a, lda, wp, K4, acc); break;
+      default: ukernel_w8a8<6>(a, lda, wp, K4, acc); break;
     }
-  }
+  });
 }
 
 // ---- W8A16: gemm_f32s8f32_MRx64_avx512 --------------------------------------------------------
@@ -155,29 +142,18 @@ inline void ukernel_w8a16(const float* x, int64_t ldx, const int8_t* wp, int64_t
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[r] + 16 * j, c[r][j]);
 }
 
-constexpr int kMrW8A16 = 6;
-
 void gemm_w8a16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  alignas(64) float acc[kMrW8A16][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * w8a16_panel_bytes(g.K);
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; m += kMrW8A16) {
-      const int mr = int(m1 - m < kMrW8A16 ? m1 - m : kMrW8A16);
-      const float* x = g.x + m * g.ldx;
-      switch (mr) {
-        case 1: ukernel_w8a16<1>(x, g.ldx, wp, g.K, acc); break;
-        case 2: ukernel_w8a16<2>(x, g.ldx, wp, g.K, acc); break;
-        case 3: ukernel_w8a16<3>(x, g.ldx, wp, g.K, acc); break;
-        case 4: ukernel_w8a16<4>(x, g.ldx, wp, g.K, acc); break;
-        case 5: ukernel_w8a16<5>(x, g.ldx, wp, g.K, acc); break;
-        default: ukernel_w8a16<6>(x, g.ldx, wp, g.K, acc); break;
-      }
-      for (int r = 0; r < mr; ++r)
-        epilogue_w8a16(acc[r], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
-                       cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+  drive_w8a16<6>(g, m0, m1, p0, p1, [](int mr, const float* x, int64_t ldx, const int8_t* wp,
+                                       int64_t K, float acc[][kPanelN]) {
+    switch (mr) {
+      case 1: ukernel_w8a16<1>(x, ldx, wp, K, acc); break;
+      case 2: ukernel_w8a16<2>(x, ldx, wp, K, acc); break;
+      case 3: ukernel_w8a16<3>(x, ldx, wp, K, acc); break;
+      case 4: ukernel_w8a16<4>(x, ldx, wp, K, acc); break;
+      case 5: ukernel_w8a16<5>(x, ldx, wp, K, acc); break;
+      default: ukernel_w8a16<6>(x, ldx, wp, K, acc); break;
     }
-  }
+  });
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 #include <immintrin.h>
 
 #include "avx2.h"
-#include "epilogue.h"
+#include "driver.h"
 
 namespace qk {
 namespace {
@@ -44,24 +44,13 @@ inline void ukernel_w8a8_avxvnni(const uint8_t* a, int64_t lda, const int8_t* wp
 }
 
 void gemm_w8a8_avxvnni(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
-  alignas(32) int32_t acc[2][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * pb;
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; m += 2) {
-      const int mr = m1 - m >= 2 ? 2 : 1;
-      const uint8_t* a = g.a + m * g.lda;
-      for (int half = 0; half < 2; ++half) {
-        if (mr == 2) ukernel_w8a8_avxvnni<2>(a, g.lda, wp, K4, acc, half);
-        else ukernel_w8a8_avxvnni<1>(a, g.lda, wp, K4, acc, half);
-      }
-      for (int r = 0; r < mr; ++r)
-        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
-                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
-                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+  drive_w8a8<2>(g, m0, m1, p0, p1, [](int mr, const uint8_t* a, int64_t lda, const int8_t* wp,
+                                      int64_t K4, int32_t acc[][kPanelN]) {
+    for (int half = 0; half < 2; ++half) {
+      if (mr == 2) ukernel_w8a8_avxvnni<2>(a, lda, wp, K4, acc, half);
+      else ukernel_w8a8_avxvnni<1>(a, lda, wp, K4, acc, half);
     }
-  }
+  });
 }
 
 }  // namespace

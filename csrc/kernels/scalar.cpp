@@ -1,5 +1,5 @@
 // Portable scalar kernels: the last fallback, and the plainest statement of each packed layout.
-#include "epilogue.h"
+#include "driver.h"
 #include "kernels.h"
 
 namespace qk {
@@ -15,36 +15,24 @@ void quant_row_bf16_scalar(const uint16_t* x, int64_t K, int8_t* q, float* scale
 
 // Signed activations (a_u8 = false), so no colsum compensation is needed.
 void gemm_w8a8_scalar(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * pb;
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; ++m) {
-      const int8_t* a = reinterpret_cast<const int8_t*>(g.a + m * g.lda);
-      int32_t acc[kPanelN] = {0};
-      for (int64_t k4 = 0; k4 < K4; ++k4)
-        for (int64_t n = 0; n < kPanelN; ++n)
-          for (int j = 0; j < 4; ++j)
-            acc[n] += int32_t(a[4 * k4 + j]) * int32_t(wp[k4 * 256 + n * 4 + j]);
-      epilogue_w8a8(acc, g.a_scale[m], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
-                    cols, out_row(g.out, g.ldo, m, p * kPanelN, g.out_bf16), g.out_bf16);
-    }
-  }
+  drive_w8a8<1>(g, m0, m1, p0, p1, [](int, const uint8_t* a8, int64_t, const int8_t* wp, int64_t K4,
+                                      int32_t acc[][kPanelN]) {
+    const int8_t* a = reinterpret_cast<const int8_t*>(a8);
+    for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0;
+    for (int64_t k4 = 0; k4 < K4; ++k4)
+      for (int64_t n = 0; n < kPanelN; ++n)
+        for (int j = 0; j < 4; ++j)
+          acc[0][n] += int32_t(a[4 * k4 + j]) * int32_t(wp[k4 * 256 + n * 4 + j]);
+  });
 }
 
 void gemm_w8a16_scalar(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * w8a16_panel_bytes(g.K);
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t m = m0; m < m1; ++m) {
-      const float* x = g.x + m * g.ldx;
-      float acc[kPanelN] = {0};
-      for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t n = 0; n < kPanelN; ++n) acc[n] += x[k] * float(wp[k * kPanelN + n]);
-      epilogue_w8a16(acc, g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr, cols,
-                     out_row(g.out, g.ldo, m, p * kPanelN, g.out_bf16), g.out_bf16);
-    }
-  }
+  drive_w8a16<1>(g, m0, m1, p0, p1, [](int, const float* x, int64_t, const int8_t* wp, int64_t K,
+                                       float acc[][kPanelN]) {
+    for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0.0f;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] += x[k] * float(wp[k * kPanelN + n]);
+  });
 }
 
 }  // namespace

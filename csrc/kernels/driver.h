@@ -1,0 +1,48 @@
+// The row x panel loop every ISA's GEMM shares: a microkernel fills int32/fp32 accumulators for
+// up to MR rows of one 64-column panel, then the shared epilogue (epilogue.h) writes them out.
+#pragma once
+#include "epilogue.h"
+#include "kernels.h"
+
+namespace qk {
+namespace {  // per translation unit: each ISA instantiates its own copy with its own flags
+
+// uk(mr, a_rows, lda, panel, K4, acc) computes acc[r][n] = sum_k a[r][k] * w[n][k] exactly
+// (shift compensation included) for r < mr.
+template <int MR, typename Ukernel>
+inline void drive_w8a8(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Ukernel uk) {
+  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
+  alignas(64) int32_t acc[MR][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* wp = g.w + p * pb;
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = int(m1 - m < MR ? m1 - m : MR);
+      uk(mr, g.a + m * g.lda, g.lda, wp, K4, acc);
+      for (int r = 0; r < mr; ++r)
+        epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN,
+                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
+                      out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+// uk(mr, x_rows, ldx, panel, K, acc) computes acc[r][n] = sum_k x[r][k] * w[n][k] in fp32.
+template <int MR, typename Ukernel>
+inline void drive_w8a16(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Ukernel uk) {
+  alignas(64) float acc[MR][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const int8_t* wp = g.w + p * w8a16_panel_bytes(g.K);
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = int(m1 - m < MR ? m1 - m : MR);
+      uk(mr, g.x + m * g.ldx, g.ldx, wp, g.K, acc);
+      for (int r = 0; r < mr; ++r)
+        epilogue_w8a16(acc[r], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
+                       cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qk
