@@ -23,13 +23,13 @@ def _per_channel_int8(w):
 def qk_w8a8(x, w, many=False):
     q, s = _per_channel_int8(w)
     packed = ops.pack_int8_weight(q, 8)
-    return lambda: ops.int8_linear(x, q, s, packed, None, 8), packed.numel()
+    return lambda: ops.int8_linear(x, packed, s, None, 8), packed.numel()
 
 
 def qk_w8a16(x, w, many=False):
     q, s = _per_channel_int8(w)
     packed = ops.pack_int8_weight(q, None)
-    return lambda: ops.int8_linear(x, q, s, packed, None, None), packed.numel()
+    return lambda: ops.int8_linear(x, packed, s, None, None), packed.numel()
 
 
 # ---- torch CPU peers ---------------------------------------------------------------------------

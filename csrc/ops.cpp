@@ -75,6 +75,21 @@ Tensor pack_w8a16_cpu(const Tensor& w_in) {
   return out;
 }
 
+template <void (*Unpack)(const int8_t*, int64_t, int64_t, int8_t*), int64_t (*PanelBytes)(int64_t)>
+Tensor unpack_cpu(const Tensor& packed_in, int64_t N, int64_t K) {
+  check_cpu(packed_in, "w_packed");
+  TORCH_CHECK_VALUE(N >= 1 && K >= 1, "N and K must be >= 1, got N=", N, " K=", K);
+  const Tensor packed = packed_in.contiguous();
+  TORCH_CHECK_TYPE(packed.scalar_type() == at::kChar, "w_packed must be int8, got ", packed.scalar_type());
+  const int64_t P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  TORCH_CHECK_VALUE(packed.dim() == 2 && packed.size(0) == P && packed.size(1) == PanelBytes(K),
+                    "w_packed has shape ", packed.sizes(), " but N=", N, ", K=", K, " need [", P, ", ",
+                    PanelBytes(K), "]");
+  Tensor w = at::empty({N, K}, packed.options());
+  Unpack(packed.data_ptr<int8_t>(), N, K, w.data_ptr<int8_t>());
+  return w;
+}
+
 // ---- GEMMs -----------------------------------------------------------------------------------
 void check_epilogue(const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N) {
   check_cpu(w_scale, "w_scale");
@@ -194,6 +209,8 @@ TORCH_LIBRARY(qkernels, m) {
   m.def("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)");
   m.def("pack_w8a8(Tensor w) -> Tensor");
   m.def("pack_w8a16(Tensor w) -> Tensor");
+  m.def("unpack_w8a8(Tensor w_packed, SymInt N, SymInt K) -> Tensor");
+  m.def("unpack_w8a16(Tensor w_packed, SymInt N, SymInt K) -> Tensor");
   m.def("w8a8_gemm(Tensor a, Tensor a_scale, Tensor w_packed, Tensor w_scale, Tensor? bias, "
         "SymInt N, ScalarType out_dtype) -> Tensor");
   m.def("w8a16_gemm(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
@@ -203,6 +220,8 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("quantize_per_token_int8", &quantize_per_token_int8_cpu);
   m.impl("pack_w8a8", &pack_w8a8_cpu);
   m.impl("pack_w8a16", &pack_w8a16_cpu);
+  m.impl("unpack_w8a8", &unpack_cpu<qk::unpack_w8a8, qk::w8a8_panel_bytes>);
+  m.impl("unpack_w8a16", &unpack_cpu<qk::unpack_w8a16, qk::w8a16_panel_bytes>);
   m.impl("w8a8_gemm", &w8a8_gemm_cpu);
   m.impl("w8a16_gemm", &w8a16_gemm_cpu);
 }

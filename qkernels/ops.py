@@ -47,6 +47,16 @@ def _(w):
     return w.new_empty((_panels(w.shape[0]), w8a16_panel_bytes(w.shape[1])))
 
 
+@torch.library.register_fake("qkernels::unpack_w8a8")
+def _(w_packed, N, K):
+    return w_packed.new_empty((N, K))
+
+
+@torch.library.register_fake("qkernels::unpack_w8a16")
+def _(w_packed, N, K):
+    return w_packed.new_empty((N, K))
+
+
 @torch.library.register_fake("qkernels::w8a8_gemm")
 def _(a, a_scale, w_packed, w_scale, bias, N, out_dtype):
     return a.new_empty((a.shape[0], N), dtype=out_dtype)
@@ -82,21 +92,36 @@ def quantize_per_token_int8(x: torch.Tensor):
 
 
 def pack_int8_weight(w: torch.Tensor, act_bits: int | None) -> torch.Tensor:
-    """The layout the GEMM for ``act_bits`` reads. CUDA kernels read the plain [N, K] weight as is."""
+    """The one copy of an int8 weight [N, K] a module keeps: the layout its GEMM reads.
+
+    CPU: the W8A8 or W8A16 panel layout (csrc/kernels/kernels.h). CUDA: the Triton kernels read
+    the plain [N, K] weight, so it is kept as is.
+    """
     if w.device.type != "cpu":
-        return w
+        return w.contiguous()
     return _ops.pack_w8a8(w) if act_bits == 8 else _ops.pack_w8a16(w)
 
 
-def int8_linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, w_packed: torch.Tensor,
+def unpack_int8_weight(w_packed: torch.Tensor, act_bits: int | None, N: int, K: int) -> torch.Tensor:
+    """Inverse of pack_int8_weight: the plain int8 [N, K] weight."""
+    if w_packed.device.type != "cpu":
+        return w_packed
+    return _ops.unpack_w8a8(w_packed, N, K) if act_bits == 8 else _ops.unpack_w8a16(w_packed, N, K)
+
+
+def int8_linear(x: torch.Tensor, w_packed: torch.Tensor, w_scale: torch.Tensor,
                 bias: torch.Tensor | None, act_bits: int | None) -> torch.Tensor:
-    """y = x @ dequant(w).T + bias for 2-D x; act_bits=8: dynamic per-token int8 activations."""
+    """y = x @ dequant(w).T + bias for 2-D x [M, K]; w_packed from pack_int8_weight, N = len(w_scale).
+
+    act_bits=8: dynamic per-token int8 activations (W8A8); None: float activations (W8A16).
+    """
+    N = w_scale.shape[0]
     if current_backend() == "reference":
+        w = unpack_int8_weight(w_packed, act_bits, N, x.shape[1])
         if act_bits == 8:
             return ref.linear_w8a8(x, w, w_scale, bias)
         return ref.w8a16_gemm(x, w, w_scale, bias)
     _ensure_cuda(x.device)
-    N = w.shape[0]
     if act_bits == 8:
         a, a_scale = _ops.quantize_per_token_int8(x)
         return _ops.w8a8_gemm(a, a_scale, w_packed, w_scale, bias, N, x.dtype)

@@ -101,8 +101,8 @@ def test_nan_input_poisons_only_its_row(isa):
     x = torch.randn(4, 33)
     x[1, 5] = float("nan")
     x[2, 7] = float("inf")
-    y8 = ops.int8_linear(x, lin_w, torch.ones(67), ops.pack_int8_weight(lin_w, 8), None, 8)
-    y16 = ops.int8_linear(x, lin_w, torch.ones(67), ops.pack_int8_weight(lin_w, None), None, None)
+    y8 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, 8), torch.ones(67), None, 8)
+    y16 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, None), torch.ones(67), None, None)
     for y in (y8, y16):
         assert torch.isfinite(y[[0, 3]]).all()
         assert torch.isnan(y[1]).all()
@@ -120,10 +120,17 @@ def test_results_do_not_depend_on_thread_count(isa, act_bits):
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            outs.append(ops.int8_linear(x, w, w_s, packed, None, act_bits))
+            outs.append(ops.int8_linear(x, packed, w_s, None, act_bits))
     finally:
         torch.set_num_threads(prev)
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("act_bits", [8, None])
+@pytest.mark.parametrize("N,K", [(1, 1), (67, 7), (130, 4097)])
+def test_pack_unpack_roundtrip(act_bits, N, K):
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    assert torch.equal(ops.unpack_int8_weight(ops.pack_int8_weight(w, act_bits), act_bits, N, K), w)
 
 
 def test_pack_rejects_minus_128():

@@ -14,6 +14,8 @@ def _cases():
     yield Q.quantize_per_token_int8.default, (torch.randn(8, 67)[::2],)
     yield Q.pack_w8a8.default, (w,)
     yield Q.pack_w8a16.default, (w,)
+    yield Q.unpack_w8a8.default, (Q.pack_w8a8(w), 70, 67)
+    yield Q.unpack_w8a16.default, (Q.pack_w8a16(w), 70, 67)
     yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), torch.randn(70), 70, torch.float32)
     yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), None, 70, torch.bfloat16)
     yield Q.w8a16_gemm.default, (x, Q.pack_w8a16(w), torch.rand(70), torch.randn(70), 70)

@@ -80,6 +80,27 @@ def test_state_dict_roundtrip_safetensors(tmp_path, mode):
     assert torch.equal(q(x), q2(x))
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_keeps_one_copy_of_the_weight(mode):
+    """The packed kernel layout is the only int8 weight in memory (~1 byte per weight)."""
+    N, K = 300, 1000
+    q = QuantLinear.from_float(nn.Linear(K, N), act_bits=MODES[mode])
+    held = {id(t): t for t in [*q.buffers(), *vars(q).values()] if isinstance(t, torch.Tensor)}
+    int8_bytes = sum(t.numel() * t.element_size() for t in held.values() if t.dtype == torch.int8)
+    assert N * K <= int8_bytes <= 1.3 * N * K
+
+
+def test_state_dict_rejects_bad_qweight():
+    q = QuantLinear(8, 4)
+    sd = q.state_dict()
+    sd["qweight"] = torch.zeros(4, 9, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match=r"qweight: expected int8 tensor of shape \(4, 8\)"):
+        q.load_state_dict(sd)
+    del sd["qweight"]
+    with pytest.raises(RuntimeError, match="Missing key.*qweight"):
+        q.load_state_dict(sd)
+
+
 def test_state_dict_version_mismatch_is_an_error():
     q = QuantLinear(8, 4)
     sd = q.state_dict()

@@ -10,5 +10,7 @@ _lib.impl("quantize_per_token_int8", quantize_per_token_int8, "CUDA")
 # CUDA kernels read the plain [N, K] int8 weight; packing is a contiguous copy.
 _lib.impl("pack_w8a8", lambda w: w.contiguous().clone(), "CUDA")
 _lib.impl("pack_w8a16", lambda w: w.contiguous().clone(), "CUDA")
+_lib.impl("unpack_w8a8", lambda w, N, K: w.clone(), "CUDA")
+_lib.impl("unpack_w8a16", lambda w, N, K: w.clone(), "CUDA")
 _lib.impl("w8a8_gemm", w8a8_gemm, "CUDA")
 _lib.impl("w8a16_gemm", w8a16_gemm, "CUDA")

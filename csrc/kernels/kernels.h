@@ -28,6 +28,9 @@ inline int64_t w8a16_panel_bytes(int64_t K) { return K * kPanelN; }
 
 void pack_w8a8(const int8_t* w, int64_t N, int64_t K, int8_t* out);
 void pack_w8a16(const int8_t* w, int64_t N, int64_t K, int8_t* out);
+// Inverses: the plain int8 [N, K] weight back from a packed buffer (state_dict, reference path).
+void unpack_w8a8(const int8_t* packed, int64_t N, int64_t K, int8_t* w);
+void unpack_w8a16(const int8_t* packed, int64_t N, int64_t K, int8_t* w);
 
 // Inputs to the W8A8 GEMM on a range of rows x panels.
 struct W8A8Args {

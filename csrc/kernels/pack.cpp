@@ -34,4 +34,18 @@ void pack_w8a16(const int8_t* w, int64_t N, int64_t K, int8_t* out) {
   }
 }
 
+void unpack_w8a8(const int8_t* packed, int64_t N, int64_t K, int8_t* w) {
+  for (int64_t n = 0; n < N; ++n) {
+    const int8_t* src = packed + (n / kPanelN) * w8a8_panel_bytes(K) + (n % kPanelN) * 4;
+    for (int64_t k = 0; k < K; ++k) w[n * K + k] = src[(k / 4) * (kPanelN * 4) + (k % 4)];
+  }
+}
+
+void unpack_w8a16(const int8_t* packed, int64_t N, int64_t K, int8_t* w) {
+  for (int64_t n = 0; n < N; ++n) {
+    const int8_t* src = packed + (n / kPanelN) * w8a16_panel_bytes(K) + (n % kPanelN);
+    for (int64_t k = 0; k < K; ++k) w[n * K + k] = src[k * kPanelN];
+  }
+}
+
 }  // namespace qk

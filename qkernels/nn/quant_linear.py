@@ -31,17 +31,14 @@ def _check_config(weight_bits, act_bits, group_size, symmetric):
         raise NotImplementedError("int8 weights are symmetric only (symmetric=True) in this version")
 
 
-def _repack_after_load(module, _incompatible_keys):
-    module._repack()  # module-level (not a lambda) so the module pickles
-
-
 class QuantLinear(nn.Module):
     """y = x @ W.T + b with W stored as int8 [out, in] and one fp32 scale per output channel.
 
     act_bits=8: activations are quantized per token to int8 at run time (W8A8, int32 accumulate).
     act_bits=None: activations stay float (W8A16). state_dict holds ``qweight`` (int8 [N, K]),
-    ``weight_scale`` (fp32 [N]), ``bias`` (fp32 [N], if any) and ``format_version``. The kernel's
-    prepacked copy of the weight is derived state, rebuilt on load and on ``.to()``.
+    ``weight_scale`` (fp32 [N]), ``bias`` (fp32 [N], if any) and ``format_version``.
+    In memory the module keeps a single copy of the int8 weight, in the layout its kernel reads
+    (``ops.pack_int8_weight``); ``qweight`` unpacks it on demand (state_dict, dequantize, reference).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
@@ -55,15 +52,13 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.group_size, self.symmetric = group_size, symmetric
-        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
         else:
             self.bias = None
         self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
-        self.register_load_state_dict_post_hook(_repack_after_load)
-        self._repack()
+        self._set_weight(torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -79,32 +74,57 @@ class QuantLinear(nn.Module):
                 act_bits, group_size, symmetric, device=w.device)
         qw, scale = ops.quantize_per_token_int8(w.float())
         with torch.no_grad():
-            q.qweight.copy_(qw)
             q.weight_scale.copy_(scale)
             if linear.bias is not None:
                 q.bias.copy_(linear.bias.detach().float())
-        q._repack()
+        q._set_weight(qw)
         return q
 
-    def _repack(self):
-        self._packed = ops.pack_int8_weight(self.qweight, self.act_bits)
+    # ---- the int8 weight: one packed copy in memory, plain int8 [N, K] in the state_dict ---------
+    def _set_weight(self, qweight: torch.Tensor):
+        self._packed = ops.pack_int8_weight(qweight, self.act_bits)
+
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The int8 weight [out_features, in_features] (unpacked from the kernel layout)."""
+        return ops.unpack_int8_weight(self._packed, self.act_bits, self.out_features, self.in_features)
 
     def _apply(self, fn, recurse=True):
-        # Scales and bias stay fp32 whatever dtype the module is cast to (only their device
-        # follows), and the packed weight is rebuilt for the new device.
+        # The weight is re-packed for the new device (the layout is per device). Scales and bias
+        # stay fp32 whatever dtype the module is cast to; only their device follows.
+        qweight = fn(self.qweight)
         keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
         super()._apply(fn, recurse)
         for n, t in keep.items():
             self._buffers[n] = t.to(self._buffers[n].device)
-        self._repack()
+        self._set_weight(qweight)
         return self
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        destination[prefix + "qweight"] = self.qweight
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
         v = state_dict.get(prefix + "format_version")
         if v is not None and int(v) != FORMAT_VERSION:
             raise ValueError(f"{prefix}format_version: this qkernels reads QuantLinear format "
                              f"{FORMAT_VERSION}, the state_dict has {int(v)}")
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "qweight"
+        if key in state_dict:
+            w = state_dict[key]
+            shape = (self.out_features, self.in_features)
+            if not isinstance(w, torch.Tensor) or w.dtype != torch.int8 or tuple(w.shape) != shape:
+                got = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
+                error_msgs.append(f"{key}: expected int8 tensor of shape {shape}, got {got}")
+            else:
+                self._set_weight(w.to(self.weight_scale.device))
+        elif strict:
+            missing_keys.append(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if key in unexpected_keys:  # not a buffer: handled above
+            unexpected_keys.remove(key)
 
     # ---- use ---------------------------------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
@@ -121,11 +141,11 @@ class QuantLinear(nn.Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x.shape[-1] must equal in_features={self.in_features}, got shape "
                              f"{tuple(x.shape)}")
-        if x.device != self.qweight.device:
-            raise ValueError(f"x is on {x.device} but the weights are on {self.qweight.device}; "
+        if x.device != self._packed.device:
+            raise ValueError(f"x is on {x.device} but the weights are on {self._packed.device}; "
                              "move one of them with .to()")
         x2 = x.reshape(-1, self.in_features)
-        y = ops.int8_linear(x2, self.qweight, self.weight_scale, self._packed, self.bias, self.act_bits)
+        y = ops.int8_linear(x2, self._packed, self.weight_scale, self.bias, self.act_bits)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
