@@ -140,6 +140,14 @@ def test_pack_rejects_minus_128():
         Q.pack_w8a8(w)
 
 
+def test_w8a8_rejects_k_beyond_exact_int32():
+    K = 66001
+    w = torch.zeros(1, K, dtype=torch.int8)
+    with pytest.raises(ValueError, match="K .* must be <= 66000"):
+        Q.w8a8_gemm(torch.zeros(1, K, dtype=torch.int8), torch.ones(1), Q.pack_w8a8(w), torch.ones(1),
+                    None, 1, torch.float32)
+
+
 def test_gemm_rejects_mismatched_pack():
     w = torch.zeros(70, 16, dtype=torch.int8)
     with pytest.raises(ValueError, match="w_packed"):
