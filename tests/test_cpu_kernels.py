@@ -133,6 +133,17 @@ def test_pack_unpack_roundtrip(act_bits, N, K):
     assert torch.equal(ops.unpack_int8_weight(ops.pack_int8_weight(w, act_bits), act_bits, N, K), w)
 
 
+@pytest.mark.parametrize("act_bits", [8, None])
+def test_batch_invariance(isa, act_bits):
+    """A row's output does not depend on the batch it is computed in (M=1 vs M=150)."""
+    x = torch.randn(150, 300)
+    w = torch.randint(-127, 128, (130, 300), dtype=torch.int8)
+    packed, w_s, b = ops.pack_int8_weight(w, act_bits), torch.rand(130), torch.randn(130)
+    y = ops.int8_linear(x, packed, w_s, b, act_bits)
+    for i in (0, 5, 6, 95, 96, 149):
+        assert torch.equal(ops.int8_linear(x[i:i + 1], packed, w_s, b, act_bits), y[i:i + 1])
+
+
 def test_pack_rejects_minus_128():
     w = torch.zeros(3, 8, dtype=torch.int8)
     w[1, 2] = -128
