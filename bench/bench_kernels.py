@@ -3,8 +3,9 @@
     python bench/bench_kernels.py                      # CPU: K=N=4096 and K=4096/N=11008
     python bench/bench_kernels.py --shapes 4096x4096 --ms 1,8
 
-Per (shape, M): median latency (min-median-max), GOP/s, weight GB/s and, for the M=1 DRAM rows,
-% of the DRAM read bandwidth measured in the same run. "DRAM" rows rotate over enough distinct
+Per (shape, M): median latency (min-median-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
+rows the % of the DRAM read bandwidth, for hot qkernels rows the % of the measured peak of their
+inner instruction (int8 dot for W8A8, fp32 FMA for W8A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
 weight copies (> 1 GiB) that every call streams its weights from memory; "hot" rows reuse one.
 """
 from __future__ import annotations
@@ -104,8 +105,20 @@ def run(shapes, ms, cold_m1=True, dev="cpu", rows=None):
     return results
 
 
-def add_ratios(results, bw):
+def compute_peaks():
+    """Measured ceilings of the active CPU path x threads: int8 (dot instruction) and fp32 (FMA)."""
+    from qkernels import _C
+    i8, f32 = _C.peak_ops_per_thread()
+    n = torch.get_num_threads()
+    return {"int8_gops": i8 * n / 1e9, "fp32_gflops": f32 * n / 1e9}
+
+
+def add_ratios(results, bw, peaks=None):
     for r in results:
+        if peaks and r["mode"] == "hot" and r["kernel"].startswith("qkernels"):
+            ceiling = peaks["int8_gops"] if "W8A8" in r["kernel"] else peaks["fp32_gflops"]
+            if ceiling:
+                r["pct_peak"] = 100 * r["gops"] / ceiling
         group = [o for o in results if (o["M"], o["K"], o["N"], o["mode"]) == (r["M"], r["K"], r["N"], r["mode"])]
         r["vs"] = {o["kernel"]: o["median_ms"] / r["median_ms"] for o in group if o is not r}
         if r["mode"] == "DRAM" and bw:
@@ -114,14 +127,14 @@ def add_ratios(results, bw):
 
 def format_table(results):
     lines = [f"{'shape (KxN)':>11} {'M':>4} {'mode':>4}  {'kernel':<34} {'median ms':>9} {'(min-max)':>15} "
-             f"{'GOP/s':>7} {'GB/s':>6} {'%BW':>4}  speedup of qkernels vs this"]
+             f"{'GOP/s':>7} {'GB/s':>6} {'%pk':>4}  speedup of qkernels vs this"]
     for r in results:
         ratio = ""
         if not r["kernel"].startswith("qkernels"):
             ours = [o for o in results if o["kernel"].startswith("qkernels")
                     and (o["M"], o["K"], o["N"], o["mode"]) == (r["M"], r["K"], r["N"], r["mode"])]
             ratio = "  ".join(f"{o['kernel'].split()[1]} {r['median_ms'] / o['median_ms']:.2f}x" for o in ours)
-        pct = f"{r['pct_dram_bw']:.0f}" if "pct_dram_bw" in r else ""
+        pct = f"{r['pct_dram_bw']:.0f}" if "pct_dram_bw" in r else (f"{r['pct_peak']:.0f}" if "pct_peak" in r else "")
         lines.append(f"{r['K']:>5}x{r['N']:<5} {r['M']:>4} {r['mode']:>4}  {r['kernel']:<34} {r['median_ms']:>9.3f} "
                      f"({r['min_ms']:.3f}-{r['max_ms']:.3f}) {r['gops']:>7.1f} {r['weight_gbs']:>6.1f} {pct:>4}  {ratio}")
     return "\n".join(lines)
@@ -163,17 +176,21 @@ def main(argv=None):
     shapes = [tuple(int(v) for v in s.split("x")) for s in (a.shapes or default_shapes).split(",")]
     ms = [int(m) for m in (a.ms or ("1,8,32,128" if dev == "cpu" else "1,16,128,4096")).split(",")]
     bw = dram_read_bandwidth() if dev == "cpu" else None
+    peaks = compute_peaks() if dev == "cpu" else None
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                f"cpu path {qkernels.cpu_isa()}" if dev == "cpu" else torch.cuda.get_device_name())
     print(f"# qkernels bench {datetime.date.today()} on {machine}; torch {torch.__version__}"
-          + (f"; DRAM read {bw:.1f} GB/s (measured)" if bw else ""))
+          + (f"; DRAM read {bw:.1f} GB/s, int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak "
+             f"{peaks['fp32_gflops']:.0f} GFLOP/s (measured)" if bw else ""))
+    print("# %pk: DRAM rows = % of DRAM read bandwidth; hot qkernels rows = % of the measured peak of "
+          "their instruction (W8A8: int8 dot, W8A16: fp32 FMA)")
     results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev)
-    add_ratios(results, bw)
+    add_ratios(results, bw, peaks)
     print(format_table(results))
     os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, f"bench_{dev}_{datetime.date.today()}")
     with open(stem + ".json", "w") as f:
-        json.dump({"date": str(datetime.date.today()), "machine": machine, "dram_gbs": bw,
+        json.dump({"date": str(datetime.date.today()), "machine": machine, "dram_gbs": bw, "peaks": peaks,
                    "torch": torch.__version__, "results": results}, f, indent=1)
     try:
         plot(results, stem + ".png")

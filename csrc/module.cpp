@@ -1,5 +1,6 @@
 // qkernels._C: importing it registers the ops; the pybind functions are for setup, never hot paths.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,11 @@ PYBIND11_MODULE(_C, m) {
         "ISA of the CPU path that runs now");
   m.def("detected_isa", [] { return std::string(qk::isa_name(qk::detect_isa())); },
         "best ISA this CPU supports");
+  m.def("peak_ops_per_thread", [] {
+    const qk::Kernels& k = qk::kernels(qk::active_isa());
+    py::gil_scoped_release nogil;
+    return std::make_pair(k.peak_int8_ops(), k.peak_f32_flops());
+  }, "measured single-thread (int8 ops/s, fp32 flops/s) ceilings of the active path's instructions");
   m.def("set_cpu_isa", [](const std::string& name) {
     qk::Isa isa;
     if (!qk::isa_from_name(name.c_str(), &isa))

@@ -3,6 +3,7 @@
 
 #include "avx2.h"
 #include "driver.h"
+#include "peak.h"
 
 namespace qk {
 
@@ -140,7 +141,27 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   });
 }
 
+// The sign-trick dot (vpsignb, vpmaddubsw, vpmaddwd, vpaddd: 4 instructions for 32 MACs) is
+// what the AVX2 W8A8 kernel issues, so its ceiling is that sequence's rate.
+static double peak_int8_avx2() {
+  const __m256i ones = _mm256_set1_epi16(1);
+  return 64.0 * instr_per_second<__m256i>([ones](__m256i& c, __m256i a, __m256i b) {
+    __m256i t;  // all in asm: as intrinsics the loop-invariant part would be hoisted out
+    asm("vpsignb %[a], %[b], %[t]\n\t"
+        "vpmaddubsw %[t], %[a], %[t]\n\t"
+        "vpmaddwd %[ones], %[t], %[t]\n\t"
+        "vpaddd %[t], %[c], %[c]"
+        : [c] "+x"(c), [t] "=&x"(t) : [a] "x"(a), [b] "x"(b), [ones] "x"(ones));
+  });
+}
+
+double peak_f32_avx2() {  // vfmadd231ps ymm: 8 FMAs
+  return 16.0 * instr_per_second<__m256>([](__m256& c, __m256 a, __m256 b) {
+    asm("vfmadd231ps %1, %2, %0" : "+x"(c) : "x"(a), "x"(b));
+  });
+}
+
 const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
-                              gemm_w8a8_avx2, gemm_w8a16_avx2};
+                              gemm_w8a8_avx2, gemm_w8a16_avx2, peak_int8_avx2, peak_f32_avx2};
 
 }  // namespace qk

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "driver.h"
+#include "peak.h"
 #include "kernels.h"
 // Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
 // measured best here for both kernels (1-2 KiB left W8A16 ~30% slower).
@@ -156,9 +157,20 @@ void gemm_w8a16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, i
   });
 }
 
+double peak_int8_avx512() {  // vpdpbusd zmm: 64 MACs
+  return 128.0 * instr_per_second<__m512i>([](__m512i& c, __m512i a, __m512i b) { dpbusd(c, a, b); });
+}
+
+double peak_f32_avx512() {  // vfmadd231ps zmm: 16 FMAs
+  return 32.0 * instr_per_second<__m512>([](__m512& c, __m512 a, __m512 b) {
+    asm("vfmadd231ps %1, %2, %0" : "+v"(c) : "v"(a), "v"(b));
+  });
+}
+
 }  // namespace
 
 const Kernels kAvx512VnniKernels = {Isa::avx512_vnni, true, quant_row_f32_avx512,
-                                    quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512};
+                                    quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
+                                    peak_int8_avx512, peak_f32_avx512};
 
 }  // namespace qk

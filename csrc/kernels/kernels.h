@@ -68,6 +68,10 @@ struct Kernels {
   // Rows [m0, m1) x panels [p0, p1).
   void (*gemm_w8a8)(const W8A8Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_w8a16)(const W8A16Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  // Measured single-thread ceilings of this path's inner instructions, in ops/s (a MAC is 2 ops):
+  // the int8 dot instruction and the fp32 FMA. The bench reports "% of peak" against them.
+  double (*peak_int8_ops)();
+  double (*peak_f32_flops)();
 };
 
 const Kernels& kernels(Isa isa);

@@ -1,5 +1,6 @@
 // Portable scalar kernels: the last fallback, and the plainest statement of each packed layout.
 #include "driver.h"
+#include "peak.h"
 #include "kernels.h"
 
 namespace qk {
@@ -38,6 +39,6 @@ void gemm_w8a16_scalar(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, i
 }  // namespace
 
 const Kernels kScalarKernels = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
-                                gemm_w8a8_scalar, gemm_w8a16_scalar};
+                                gemm_w8a8_scalar, gemm_w8a16_scalar, no_peak, no_peak};
 
 }  // namespace qk
