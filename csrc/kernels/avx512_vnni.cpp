@@ -104,70 +104,7 @@ inline void ukernel_w8a8(const uint8_t* a, int64_t lda, const int8_t* wp, int64_
   }
 }
 
-// Accumulating variant for K chunks: c is loaded from / stored to acc (no colsum subtraction).
-template <int MR>
-inline void ukernel_w8a8_acc(const uint8_t* a, int64_t lda, const int8_t* w, int64_t k4n,
-                             int32_t acc[][kPanelN]) {
-  __m512i c[MR][4];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_load_si512(acc[r] + 16 * j);
-  for (int64_t k4 = 0; k4 < k4n; ++k4, w += 256) {
-    const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
-    const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
-    for (int r = 0; r < MR; ++r) {
-      int32_t a4;
-      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
-      const __m512i b = _mm512_set1_epi32(a4);
-      dpbusd(c[r][0], b, w0);
-      dpbusd(c[r][1], b, w1);
-      dpbusd(c[r][2], b, w2);
-      dpbusd(c[r][3], b, w3);
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) _mm512_store_si512(acc[r] + 16 * j, c[r][j]);
-}
-
-// Many rows: walk K in chunks of 256 (16 KiB of the panel, L1-resident) and reuse each chunk for
-// up to 96 rows, carrying int32 sums in acc; exact, so results equal the direct path.
-void gemm_w8a8_avx512_blocked(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  constexpr int64_t kKc4 = 64, kMb = 96;  // measured: 64 (K=256) beat 32 and 128 here
-  const int64_t K4 = round_up(g.K, 4) / 4, pb = w8a8_panel_bytes(g.K);
-  alignas(64) int32_t acc[kMb][kPanelN];
-  for (int64_t p = p0; p < p1; ++p) {
-    const int8_t* wp = g.w + p * pb;
-    const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256);
-    const int64_t cols = panel_cols(g.N, p);
-    for (int64_t mb = m0; mb < m1; mb += kMb) {
-      const int64_t me = m1 - mb < kMb ? m1 : mb + kMb;
-      std::memset(acc, 0, sizeof(int32_t) * kPanelN * (me - mb));
-      for (int64_t k4 = 0; k4 < K4; k4 += kKc4) {
-        const int64_t k4n = K4 - k4 < kKc4 ? K4 - k4 : kKc4;
-        for (int64_t m = mb; m < me; m += 6) {
-          const uint8_t* a = g.a + m * g.lda + 4 * k4;
-          int32_t(*c)[kPanelN] = acc + (m - mb);
-          switch (me - m < 6 ? me - m : 6) {
-            case 1: ukernel_w8a8_acc<1>(a, g.lda, wp + k4 * 256, k4n, c); break;
-            case 2: ukernel_w8a8_acc<2>(a, g.lda, wp + k4 * 256, k4n, c); break;
-            case 3: ukernel_w8a8_acc<3>(a, g.lda, wp + k4 * 256, k4n, c); break;
-            case 4: ukernel_w8a8_acc<4>(a, g.lda, wp + k4 * 256, k4n, c); break;
-            case 5: ukernel_w8a8_acc<5>(a, g.lda, wp + k4 * 256, k4n, c); break;
-            default: ukernel_w8a8_acc<6>(a, g.lda, wp + k4 * 256, k4n, c); break;
-          }
-        }
-      }
-      for (int64_t m = mb; m < me; ++m) {
-        for (int64_t n = 0; n < kPanelN; ++n) acc[m - mb][n] -= colsum[n];
-        epilogue_w8a8(acc[m - mb], g.a_scale[m], g.w_scale + p * kPanelN,
-                      g.bias ? g.bias + p * kPanelN : nullptr, cols,
-                      out_row(g.out, g.ldo, m, p * kPanelN, g.out_bf16), g.out_bf16);
-      }
-    }
-  }
-}
-
 void gemm_w8a8_avx512(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  if (m1 - m0 > 6) return gemm_w8a8_avx512_blocked(g, m0, m1, p0, p1);
   drive_w8a8<6>(g, m0, m1, p0, p1, [](int mr, const uint8_t* a, int64_t lda, const int8_t* wp,
                                       int64_t K4, int32_t acc[][kPanelN]) {
     switch (mr) {
