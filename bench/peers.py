@@ -78,7 +78,6 @@ def torch_int8pack(x, w, many=False):
 # ---- onnxruntime (optional) --------------------------------------------------------------------
 def ort_dynamic_quant_matmul(x, w, many=False):
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import qkernels
-from qkernels import QuantConfig, QuantLinear, SparseLinear
+from qkernels import QuantLinear, SparseLinear
 
 
 @pytest.fixture

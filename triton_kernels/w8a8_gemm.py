@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check, gemm_configs, m_bucket, store_out
+from ._common import check, gemm_configs, m_bucket, store_out
 
 
 @triton.autotune(configs=gemm_configs(), key=["M_BUCKET", "N", "K"])
