@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <optional>
 
 #include "kernels/kernels.h"
@@ -135,6 +136,31 @@ int64_t checked_n(int64_t N) {
   return N;
 }
 
+// Turn one int8 activation row (already at its place in the padded buffer) into what the active
+// W8A8 kernel reads: +128 (u8) for vpdpbusd paths, and zero padding up to Kp.
+void finish_a_row(const qk::Kernels& kt, uint8_t* row, int64_t K, int64_t Kp) {
+  const uint8_t flip = kt.a_u8 ? 0x80 : 0x00;
+  if (flip)
+    for (int64_t k = 0; k < K; ++k) row[k] ^= flip;
+  for (int64_t k = K; k < Kp; ++k) row[k] = flip;
+}
+
+// GEMM on prepared activations abuf [M, Kp] into out [M, N].
+void run_w8a8(const qk::Kernels& kt, const Tensor& abuf, const Tensor& a_scale, const Tensor& w_packed,
+              const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t K, int64_t N,
+              Tensor& out) {
+  const Tensor ws = w_scale.contiguous(), wp = w_packed.contiguous();
+  std::optional<Tensor> b;
+  if (bias) b = bias->contiguous();
+  const int64_t M = abuf.size(0);
+  qk::W8A8Args g{abuf.data_ptr<uint8_t>(), abuf.size(1), a_scale.data_ptr<float>(), wp.data_ptr<int8_t>(),
+                 K, N, ws.data_ptr<float>(), b ? b->data_ptr<float>() : nullptr, out.data_ptr(), N,
+                 out.scalar_type() == at::kBFloat16};
+  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+    kt.gemm_w8a8(g, m0, m1, p0, p1);
+  });
+}
+
 Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor& w_packed,
                      const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N,
                      at::ScalarType out_dtype) {
@@ -155,27 +181,54 @@ Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor&
   Tensor out = at::empty({M, N}, a_in.options().dtype(out_dtype));
   if (M == 0) return out;
   const qk::Kernels& kt = active();
-  const Tensor a = a_in.contiguous(), a_scale = a_scale_in.contiguous();
-  const Tensor ws = w_scale.contiguous(), wp = w_packed.contiguous();
-  std::optional<Tensor> b;
-  if (bias) b = bias->contiguous();
+  const Tensor a = a_in.contiguous();
   // Activations padded to Kp (and shifted to u8 for vpdpbusd); zero weights cover the padding.
   Tensor abuf = at::empty({M, Kp}, a.options().dtype(at::kByte));
-  const uint8_t flip = kt.a_u8 ? 0x80 : 0x00;
   const int8_t* src = a.data_ptr<int8_t>();
   uint8_t* dst = abuf.data_ptr<uint8_t>();
   at::parallel_for(0, M, std::max<int64_t>(1, 65536 / Kp), [&](int64_t b0, int64_t e0) {
     for (int64_t m = b0; m < e0; ++m) {
-      for (int64_t k = 0; k < K; ++k) dst[m * Kp + k] = static_cast<uint8_t>(src[m * K + k]) ^ flip;
-      for (int64_t k = K; k < Kp; ++k) dst[m * Kp + k] = flip;
+      std::memcpy(dst + m * Kp, src + m * K, K);
+      finish_a_row(kt, dst + m * Kp, K, Kp);
     }
   });
-  qk::W8A8Args g{dst, Kp, a_scale.data_ptr<float>(), wp.data_ptr<int8_t>(), K, N,
-                 ws.data_ptr<float>(), b ? b->data_ptr<float>() : nullptr, out.data_ptr(), N,
-                 out_dtype == at::kBFloat16};
-  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-    kt.gemm_w8a8(g, m0, m1, p0, p1);
+  run_w8a8(kt, abuf, a_scale_in.contiguous(), w_packed, w_scale, bias, K, N, out);
+  return out;
+}
+
+// Fused dynamic W8A8 linear: per-token quantization straight into the GEMM's padded activation
+// buffer, then the GEMM; one dispatch and no intermediate int8 tensor. Same numbers as
+// quantize_per_token_int8 followed by w8a8_gemm.
+Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor& w_scale,
+                       const std::optional<Tensor>& bias, int64_t N) {
+  check_cpu(x_in, "x");
+  check_float_input(x_in, "x");
+  checked_n(N);
+  const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, 4);
+  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
+  check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
+  check_epilogue(w_scale, bias, N);
+  Tensor out = at::empty({M, N}, x_in.options());
+  if (M == 0) return out;
+  const qk::Kernels& kt = active();
+  const Tensor x = x_in.contiguous();
+  Tensor abuf = at::empty({M, Kp}, x.options().dtype(at::kByte));
+  Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const void* xp = x.data_ptr();
+  uint8_t* dst = abuf.data_ptr<uint8_t>();
+  float* sp = a_scale.data_ptr<float>();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t b0, int64_t e0) {
+    for (int64_t m = b0; m < e0; ++m) {
+      int8_t* row = reinterpret_cast<int8_t*>(dst + m * Kp);
+      if (bf16)
+        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, row, sp + m);
+      else
+        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, row, sp + m);
+      finish_a_row(kt, dst + m * Kp, K, Kp);
+    }
   });
+  run_w8a8(kt, abuf, a_scale, w_packed, w_scale, bias, K, N, out);
   return out;
 }
 
@@ -213,6 +266,7 @@ TORCH_LIBRARY(qkernels, m) {
   m.def("unpack_w8a16(Tensor w_packed, SymInt N, SymInt K) -> Tensor");
   m.def("w8a8_gemm(Tensor a, Tensor a_scale, Tensor w_packed, Tensor w_scale, Tensor? bias, "
         "SymInt N, ScalarType out_dtype) -> Tensor");
+  m.def("w8a8_linear(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
   m.def("w8a16_gemm(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
 }
 
@@ -223,5 +277,6 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("unpack_w8a8", &unpack_cpu<qk::unpack_w8a8, qk::w8a8_panel_bytes>);
   m.impl("unpack_w8a16", &unpack_cpu<qk::unpack_w8a16, qk::w8a16_panel_bytes>);
   m.impl("w8a8_gemm", &w8a8_gemm_cpu);
+  m.impl("w8a8_linear", &w8a8_linear_cpu);
   m.impl("w8a16_gemm", &w8a16_gemm_cpu);
 }

@@ -62,6 +62,11 @@ def _(a, a_scale, w_packed, w_scale, bias, N, out_dtype):
     return a.new_empty((a.shape[0], N), dtype=out_dtype)
 
 
+@torch.library.register_fake("qkernels::w8a8_linear")
+def _(x, w_packed, w_scale, bias, N):
+    return x.new_empty((x.shape[0], N))
+
+
 @torch.library.register_fake("qkernels::w8a16_gemm")
 def _(x, w_packed, w_scale, bias, N):
     return x.new_empty((x.shape[0], N))
@@ -122,7 +127,6 @@ def int8_linear(x: torch.Tensor, w_packed: torch.Tensor, w_scale: torch.Tensor,
             return ref.linear_w8a8(x, w, w_scale, bias)
         return ref.w8a16_gemm(x, w, w_scale, bias)
     _ensure_cuda(x.device)
-    if act_bits == 8:
-        a, a_scale = _ops.quantize_per_token_int8(x)
-        return _ops.w8a8_gemm(a, a_scale, w_packed, w_scale, bias, N, x.dtype)
+    if act_bits == 8:  # fused quantize_per_token_int8 + w8a8_gemm
+        return _ops.w8a8_linear(x, w_packed, w_scale, bias, N)
     return _ops.w8a16_gemm(x, w_packed, w_scale, bias, N)

@@ -53,6 +53,22 @@ def test_w8a8_gemm_bit_exact(isa, M, K, N, out_dtype):
         assert torch.equal(y, R.w8a8_gemm(a, a_s, w, w_s, bias, out_dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N", SHAPES)
+def test_fused_w8a8_linear_equals_quant_then_gemm(isa, M, K, N, dtype):
+    x = (torch.randn(M, K) * 3).to(dtype)
+    if M > 2:
+        x[1] = 0
+        x[2, 0] = float("nan")
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    w_s, b = torch.rand(N) + 0.01, torch.randn(N)
+    packed = Q.pack_w8a8(w)
+    a, a_s = Q.quantize_per_token_int8(x)
+    expect = Q.w8a8_gemm(a, a_s, packed, w_s, b, N, dtype)
+    assert _nan_eq(Q.w8a8_linear(x, packed, w_s, b, N), expect)
+    assert _nan_eq(expect, R.linear_w8a8(x, w, w_s, b))
+
+
 @pytest.mark.parametrize("pattern", ["same_sign", "opposite_sign", "alternating"])
 def test_w8a8_int16_saturation_corner(isa, pattern):
     """All |values| = 127 with K large: every vpmaddubsw pair sum is at its 32258 maximum."""

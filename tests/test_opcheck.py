@@ -18,6 +18,8 @@ def _cases():
     yield Q.unpack_w8a16.default, (Q.pack_w8a16(w), 70, 67)
     yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), torch.randn(70), 70, torch.float32)
     yield Q.w8a8_gemm.default, (a, a_s, Q.pack_w8a8(w), torch.rand(70), None, 70, torch.bfloat16)
+    yield Q.w8a8_linear.default, (x, Q.pack_w8a8(w), torch.rand(70), torch.randn(70), 70)
+    yield Q.w8a8_linear.default, (x.bfloat16(), Q.pack_w8a8(w), torch.rand(70), None, 70)
     yield Q.w8a16_gemm.default, (x, Q.pack_w8a16(w), torch.rand(70), torch.randn(70), 70)
     yield Q.w8a16_gemm.default, (x.bfloat16(), Q.pack_w8a16(w), torch.rand(70), None, 70)
 

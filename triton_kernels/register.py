@@ -14,3 +14,11 @@ _lib.impl("unpack_w8a8", lambda w, N, K: w.clone(), "CUDA")
 _lib.impl("unpack_w8a16", lambda w, N, K: w.clone(), "CUDA")
 _lib.impl("w8a8_gemm", w8a8_gemm, "CUDA")
 _lib.impl("w8a16_gemm", w8a16_gemm, "CUDA")
+
+
+def _w8a8_linear(x, w, w_scale, bias, N):
+    a, a_scale = quantize_per_token_int8(x)
+    return w8a8_gemm(a, a_scale, w, w_scale, bias, N, x.dtype)
+
+
+_lib.impl("w8a8_linear", _w8a8_linear, "CUDA")
