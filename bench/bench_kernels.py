@@ -3,10 +3,11 @@
     python bench/bench_kernels.py                      # CPU: K=N=4096 and K=4096/N=11008
     python bench/bench_kernels.py --shapes 4096x4096 --ms 1,8
 
-Per (shape, M): median latency (min-median-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
+Each peer is timed in strict alternation with the qkernels kernels (same window, same drift), and
+its speedup column compares medians from that window. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
 rows the % of the DRAM read bandwidth, for hot qkernels rows the % of the measured peak of their
 inner instruction (int8 dot for W8A8, fp32 FMA for W8A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
-weight copies (> 1 GiB) that every call streams its weights from memory; "hot" rows reuse one.
+weight copies (2 GiB in all) that every call streams its weights from memory; "hot" rows reuse one.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import peers  # noqa: E402
 
 import qkernels  # noqa: E402
 
-COLD_BYTES = 1 << 30
+COLD_BYTES = 2 << 30  # > 1 GiB: with ~1 GiB this VM still serves part of the rotation warm
 
 
 def _sync(dev):
@@ -35,74 +36,29 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def time_calls(fns, iters, dev, min_time=0.2):
-    """Median/min/max seconds per call, cycling through fns (one per weight copy)."""
-    for f in fns[: min(len(fns), 3)]:
-        f()
-    _sync(dev)
-    times = []
-    i = 0
-    t_end = time.perf_counter() + min_time
-    while len(times) < iters or time.perf_counter() < t_end:
-        f = fns[i % len(fns)]
-        i += 1
-        t0 = time.perf_counter()
-        f()
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 20 * iters:
-            break
-    return statistics.median(times), min(times), max(times)
+def dram_read_bandwidth(threads=None):
+    """GB/s of a plain streaming read of 1 GiB split over the threads (best of 7): the M=1 roofline.
 
-
-def dram_read_bandwidth():
-    """GB/s of the best of 7 plain parallel reads of 1 GiB (float32 sum): the M=1 roofline."""
-    t = torch.ones(COLD_BYTES // 4)
-    t.sum()
-    ts = []
+    Each thread sums its slice in C++ with the GIL released (torch.sum is not bandwidth-bound).
+    """
+    import threading
+    from qkernels import _C
+    n = threads or torch.get_num_threads()
+    nbytes = 1 << 30
+    t = torch.ones(nbytes // 8, dtype=torch.int64)
+    step = t.numel() // n
+    base = t.data_ptr()
+    best = 0.0
     for _ in range(7):
+        ths = [threading.Thread(target=_C.read_sum_u64, args=(base + 8 * i * step, step)) for i in range(n)]
         t0 = time.perf_counter()
-        t.sum()
-        ts.append(time.perf_counter() - t0)
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
     del t
-    return COLD_BYTES / min(ts) / 1e9
-
-
-def bench_one(name, factory, x, w, cold, dev):
-    fn, wbytes = factory(x, w, many=cold)
-    fns = [fn]
-    if cold:
-        copies = max(2, -(-COLD_BYTES // max(wbytes, 1)))
-        for _ in range(copies - 1):
-            fns.append(factory(x, w + 0.0, many=True)[0])
-    med, lo, hi = time_calls(fns, iters=30 if cold else 50, dev=dev)
-    del fns
-    gc.collect()
-    M, K = x.shape
-    N = w.shape[0]
-    return {"kernel": name, "M": M, "K": K, "N": N, "mode": "DRAM" if cold else "hot",
-            "median_ms": med * 1e3, "min_ms": lo * 1e3, "max_ms": hi * 1e3,
-            "gops": 2 * M * N * K / med / 1e9, "weight_gbs": wbytes / med / 1e9}
-
-
-def run(shapes, ms, cold_m1=True, dev="cpu", rows=None):
-    torch.manual_seed(0)
-    if rows is None:
-        rows = {**peers.CPU_W8A8, **peers.CPU_W8A16, **peers.CPU_PEERS} if dev == "cpu" else peers.GPU_ROWS
-    results = []
-    for K, N in shapes:
-        w = torch.randn(N, K, device=dev) * 0.02
-        for M in ms:
-            x = torch.randn(M, K, device=dev)
-            for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
-                for name, factory in rows.items():
-                    if dev == "cuda" and "_int_mm" in name and M <= 16:
-                        continue  # cuBLAS int8 via torch._int_mm requires M > 16
-                    try:
-                        results.append(bench_one(name, factory, x, w, cold, dev))
-                    except Exception as e:  # a peer missing on this build: say so, keep going
-                        print(f"  skipped {name} M={M} {K}x{N}: {type(e).__name__}: {e}", file=sys.stderr)
-    return results
+    return best
 
 
 def compute_peaks():
@@ -113,27 +69,110 @@ def compute_peaks():
     return {"int8_gops": i8 * n / 1e9, "fp32_gflops": f32 * n / 1e9}
 
 
+def _copies(factory, x, w, cold):
+    """One callable per weight copy: a single copy (hot) or enough to exceed COLD_BYTES (DRAM)."""
+    fn, wbytes = factory(x, w, many=cold)
+    fns = [fn]
+    if cold:
+        for _ in range(max(2, -(-COLD_BYTES // max(wbytes, 1))) - 1):
+            fns.append(factory(x, w + 0.0, many=True)[0])
+    return fns, wbytes
+
+
+def time_interleaved(sets, dev, min_calls, min_time=0.3):
+    """Seconds per call for each name in sets, calling them in strict alternation (each cycling
+    through its own weight copies), so slow drifts of a shared VM hit every kernel alike."""
+    names = list(sets)
+    for n in names:
+        for f in sets[n][:2]:
+            f()
+    _sync(dev)
+    times = {n: [] for n in names}
+    i = 0
+    t_end = time.perf_counter() + min_time
+    while i < min_calls or (time.perf_counter() < t_end and i < 20 * min_calls):
+        for n in names:
+            f = sets[n][i % len(sets[n])]
+            t0 = time.perf_counter()
+            f()
+            _sync(dev)
+            times[n].append(time.perf_counter() - t0)
+        i += 1
+    return times
+
+
+def _row(name, M, K, N, cold, wbytes, ts):
+    med = statistics.median(ts)
+    return {"kernel": name, "M": M, "K": K, "N": N, "mode": "DRAM" if cold else "hot",
+            "median_ms": med * 1e3, "min_ms": min(ts) * 1e3, "max_ms": max(ts) * 1e3,
+            "gops": 2 * M * N * K / med / 1e9, "weight_gbs": wbytes / med / 1e9}
+
+
+def bench_group(ours, others, x, w, cold, dev):
+    """Rows for one (shape, M, mode): each peer is timed in alternation with our kernels, and its
+    'vs' ratios come from that same window. Our rows pool the samples of all windows."""
+    M, K = x.shape
+    N = w.shape[0]
+    calls = 30 if cold else 50
+    our_sets = {n: _copies(f, x, w, cold) for n, f in ours.items()}
+    pooled = {n: [] for n in ours}
+    rows = []
+    for name, factory in others.items():
+        try:
+            fns, wbytes = _copies(factory, x, w, cold)
+        except Exception as e:  # a peer missing on this build: say so, keep going
+            print(f"  skipped {name} M={M} {K}x{N}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        times = time_interleaved({**{n: s[0] for n, s in our_sets.items()}, name: fns}, dev, calls)
+        row = _row(name, M, K, N, cold, wbytes, times[name])
+        row["vs"] = {n: statistics.median(times[n]) * 1e3 for n in ours}  # our ms in this window
+        rows.append(row)
+        for n in ours:
+            pooled[n] += times[n]
+        del fns
+        gc.collect()
+    if not rows:  # no peer ran: time ours on their own
+        times = time_interleaved({n: s[0] for n, s in our_sets.items()}, dev, calls)
+        pooled = times
+    ours_rows = [_row(n, M, K, N, cold, our_sets[n][1], pooled[n]) for n in ours]
+    del our_sets
+    gc.collect()
+    return ours_rows + rows
+
+
+def run(shapes, ms, cold_m1=True, dev="cpu"):
+    torch.manual_seed(0)
+    ours = {**peers.CPU_W8A8, **peers.CPU_W8A16} if dev == "cpu" else peers.GPU_OURS
+    others = peers.CPU_PEERS if dev == "cpu" else peers.GPU_PEERS
+    results = []
+    for K, N in shapes:
+        w = torch.randn(N, K, device=dev) * 0.02
+        for M in ms:
+            x = torch.randn(M, K, device=dev)
+            for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
+                group = {n: f for n, f in others.items()
+                         if not (dev == "cuda" and "_int_mm" in n and M <= 16)}  # cuBLAS int8 needs M > 16
+                results += bench_group(ours, group, x, w, cold, dev)
+    return results
+
+
 def add_ratios(results, bw, peaks=None):
     for r in results:
         if peaks and r["mode"] == "hot" and r["kernel"].startswith("qkernels"):
             ceiling = peaks["int8_gops"] if "W8A8" in r["kernel"] else peaks["fp32_gflops"]
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
-        group = [o for o in results if (o["M"], o["K"], o["N"], o["mode"]) == (r["M"], r["K"], r["N"], r["mode"])]
-        r["vs"] = {o["kernel"]: o["median_ms"] / r["median_ms"] for o in group if o is not r}
         if r["mode"] == "DRAM" and bw:
             r["pct_dram_bw"] = 100 * r["weight_gbs"] / bw
+        if "vs" in r:  # speedup of each of our kernels over this peer, same window
+            r["speedup"] = {n: r["median_ms"] / ms for n, ms in r["vs"].items()}
 
 
 def format_table(results):
     lines = [f"{'shape (KxN)':>11} {'M':>4} {'mode':>4}  {'kernel':<34} {'median ms':>9} {'(min-max)':>15} "
              f"{'GOP/s':>7} {'GB/s':>6} {'%pk':>4}  speedup of qkernels vs this"]
     for r in results:
-        ratio = ""
-        if not r["kernel"].startswith("qkernels"):
-            ours = [o for o in results if o["kernel"].startswith("qkernels")
-                    and (o["M"], o["K"], o["N"], o["mode"]) == (r["M"], r["K"], r["N"], r["mode"])]
-            ratio = "  ".join(f"{o['kernel'].split()[1]} {r['median_ms'] / o['median_ms']:.2f}x" for o in ours)
+        ratio = "  ".join(f"{n.split()[1]} {v:.2f}x" for n, v in r.get("speedup", {}).items())
         pct = f"{r['pct_dram_bw']:.0f}" if "pct_dram_bw" in r else (f"{r['pct_peak']:.0f}" if "pct_peak" in r else "")
         lines.append(f"{r['K']:>5}x{r['N']:<5} {r['M']:>4} {r['mode']:>4}  {r['kernel']:<34} {r['median_ms']:>9.3f} "
                      f"({r['min_ms']:.3f}-{r['max_ms']:.3f}) {r['gops']:>7.1f} {r['weight_gbs']:>6.1f} {pct:>4}  {ratio}")

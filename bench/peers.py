@@ -141,5 +141,5 @@ def cublas_int8(x, w, many=False):
     return run, q.numel()
 
 
-GPU_ROWS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16,
-            "cuBLAS bf16 torch.matmul": cublas_bf16, "cuBLAS int8 torch._int_mm": cublas_int8}
+GPU_OURS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16}
+GPU_PEERS = {"cuBLAS bf16 torch.matmul": cublas_bf16, "cuBLAS int8 torch._int_mm": cublas_int8}

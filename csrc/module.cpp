@@ -20,6 +20,10 @@ PYBIND11_MODULE(_C, m) {
     py::gil_scoped_release nogil;
     return std::make_pair(k.peak_int8_ops(), k.peak_f32_flops());
   }, "measured single-thread (int8 ops/s, fp32 flops/s) ceilings of the active path's instructions");
+  m.def("read_sum_u64", [](uintptr_t ptr, int64_t n) {
+    py::gil_scoped_release nogil;
+    return qk::read_sum_u64(reinterpret_cast<const uint64_t*>(ptr), n);
+  }, "sum n uint64 at address ptr (GIL released): the bench's memory read probe");
   m.def("set_cpu_isa", [](const std::string& name) {
     qk::Isa isa;
     if (!qk::isa_from_name(name.c_str(), &isa))

@@ -76,6 +76,9 @@ struct Kernels {
 
 const Kernels& kernels(Isa isa);
 
+// Sum of n uint64 (memory read probe for the bench; the result only defeats dead-code removal).
+uint64_t read_sum_u64(const uint64_t* p, int64_t n);
+
 // Per-ISA tables (defined in their own translation units, compiled with their own flags).
 extern const Kernels kScalarKernels;
 extern const Kernels kAvx2Kernels;
