@@ -4,7 +4,9 @@
     python bench/bench_kernels.py --shapes 4096x4096 --ms 1,8
 
 Each peer is timed in strict alternation with the qkernels kernels (same window, same drift), and
-its speedup column compares medians from that window. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
+its speedup column compares medians from that window; a peer with its own thread pool
+(onnxruntime) is timed in a block between two blocks of ours instead, since alternating two
+runtimes' spinning workers would slow both. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
 rows the % of the DRAM read bandwidth, for hot qkernels rows the % of the measured peak of their
 inner instruction (int8 dot for W8A8, fp32 FMA for W8A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
 weight copies (2 GiB in all) that every call streams its weights from memory; "hot" rows reuse one.
@@ -123,7 +125,13 @@ def bench_group(ours, others, x, w, cold, dev):
         except Exception as e:  # a peer missing on this build: say so, keep going
             print(f"  skipped {name} M={M} {K}x{N}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
-        times = time_interleaved({**{n: s[0] for n, s in our_sets.items()}, name: fns}, dev, calls)
+        mine = {n: s[0] for n, s in our_sets.items()}
+        if getattr(factory, "own_thread_pool", False):  # blocks: ours, peer, ours
+            before = time_interleaved(mine, dev, calls)
+            times = {**time_interleaved({name: fns}, dev, calls),
+                     **{n: before[n] + ts for n, ts in time_interleaved(mine, dev, calls).items()}}
+        else:
+            times = time_interleaved({**mine, name: fns}, dev, calls)
         row = _row(name, M, K, N, cold, wbytes, times[name])
         row["vs"] = {n: statistics.median(times[n]) * 1e3 for n in ours}  # our ms in this window
         rows.append(row)

@@ -103,6 +103,11 @@ def ort_dynamic_quant_matmul(x, w, many=False):
     return lambda: sess.run(None, {"A": xn})[0], q.numel()
 
 
+# Its own thread pool: alternating calls with ATen/OpenMP kernels would make each runtime's
+# spinning workers steal the cores from the other, so the bench times it in separate blocks.
+ort_dynamic_quant_matmul.own_thread_pool = True
+
+
 def ort_available():
     try:
         import onnx  # noqa: F401
