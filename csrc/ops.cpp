@@ -25,6 +25,25 @@ void check_float_input(const Tensor& x, const char* name) {
 
 const qk::Kernels& active() { return qk::kernels(qk::active_isa()); }
 
+// Quantize each row m of x (fp32 or bf16, contiguous [M, K]) to int8 at dst + m * ld with its scale,
+// then call after_row(m) while the row is still in cache.
+template <typename AfterRow>
+void quantize_rows(const qk::Kernels& kt, const Tensor& x, int8_t* dst, int64_t ld, float* scale,
+                   AfterRow after_row) {
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const void* xp = x.data_ptr();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      if (bf16)
+        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, dst + m * ld, scale + m);
+      else
+        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, dst + m * ld, scale + m);
+      after_row(m);
+    }
+  });
+}
+
 // ---- quantize_per_token_int8(Tensor x) -> (Tensor q, Tensor scale) ----------------------------
 std::tuple<Tensor, Tensor> quantize_per_token_int8_cpu(const Tensor& x_in) {
   check_cpu(x_in, "x");
@@ -34,19 +53,7 @@ std::tuple<Tensor, Tensor> quantize_per_token_int8_cpu(const Tensor& x_in) {
   Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
   Tensor s = at::empty({M}, x.options().dtype(at::kFloat));
   if (M == 0) return {q, s};
-  const qk::Kernels& kt = active();
-  int8_t* qp = q.data_ptr<int8_t>();
-  float* sp = s.data_ptr<float>();
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-  const void* xp = x.data_ptr();
-  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      if (bf16)
-        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, qp + m * K, sp + m);
-      else
-        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, qp + m * K, sp + m);
-    }
-  });
+  quantize_rows(active(), x, q.data_ptr<int8_t>(), K, s.data_ptr<float>(), [](int64_t) {});
   return {q, s};
 }
 
@@ -214,20 +221,9 @@ Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor&
   const Tensor x = x_in.contiguous();
   Tensor abuf = at::empty({M, Kp}, x.options().dtype(at::kByte));
   Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-  const void* xp = x.data_ptr();
   uint8_t* dst = abuf.data_ptr<uint8_t>();
-  float* sp = a_scale.data_ptr<float>();
-  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t b0, int64_t e0) {
-    for (int64_t m = b0; m < e0; ++m) {
-      int8_t* row = reinterpret_cast<int8_t*>(dst + m * Kp);
-      if (bf16)
-        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, row, sp + m);
-      else
-        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, row, sp + m);
-      finish_a_row(kt, dst + m * Kp, K, Kp);
-    }
-  });
+  quantize_rows(kt, x, reinterpret_cast<int8_t*>(dst), Kp, a_scale.data_ptr<float>(),
+                [&](int64_t m) { finish_a_row(kt, dst + m * Kp, K, Kp); });
   run_w8a8(kt, abuf, a_scale, w_packed, w_scale, bias, K, N, out);
   return out;
 }
