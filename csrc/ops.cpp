@@ -119,6 +119,15 @@ void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes) {
                     panel_bytes, "]; pack it with the matching qkernels::pack_* op");
 }
 
+// The weight side of every W8A8 op: exact-int32 K limit, packed layout, scales and bias.
+void check_w8a8_weights(const Tensor& w_packed, const Tensor& w_scale, const std::optional<Tensor>& bias,
+                        int64_t K, int64_t N) {
+  // int32 must hold sum_k (a + 128) * w: 255 * 127 * K < 2^31.
+  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
+  check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
+  check_epilogue(w_scale, bias, N);
+}
+
 // Tasks are (row chunk, panel) pairs; each output element is computed by exactly one task with
 // a fixed reduction order, so results do not depend on the thread count or on the split.
 // A task keeps its panel hot in cache across all its rows, so rows are split only when there are
@@ -178,13 +187,10 @@ Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor&
                    "out_dtype must be float32 or bfloat16, got ", out_dtype);
   checked_n(N);
   const int64_t M = a_in.size(0), K = a_in.size(1), Kp = qk::round_up(K, 4);
-  // int32 must hold sum_k (a + 128) * w: 255 * 127 * K < 2^31.
-  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
   check_cpu(a_scale_in, "a_scale");
   TORCH_CHECK_VALUE(a_scale_in.dim() == 1 && a_scale_in.size(0) == M && a_scale_in.scalar_type() == at::kFloat,
                     "a_scale must be float32 of shape [", M, "], got ", a_scale_in.scalar_type(), " ", a_scale_in.sizes());
-  check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
-  check_epilogue(w_scale, bias, N);
+  check_w8a8_weights(w_packed, w_scale, bias, K, N);
   Tensor out = at::empty({M, N}, a_in.options().dtype(out_dtype));
   if (M == 0) return out;
   const qk::Kernels& kt = active();
@@ -212,9 +218,7 @@ Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor&
   check_float_input(x_in, "x");
   checked_n(N);
   const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, 4);
-  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
-  check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
-  check_epilogue(w_scale, bias, N);
+  check_w8a8_weights(w_packed, w_scale, bias, K, N);
   Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
   const qk::Kernels& kt = active();

@@ -14,9 +14,9 @@ def m_bucket(M: int) -> int:
     return min(triton.next_power_of_2(max(M, 1)), 256)
 
 
-def gemm_configs(small_only: bool = False):
+def gemm_configs():
     # Under the interpreter every config would run; one small tile keeps CI fast.
-    if INTERPRET or small_only:
+    if INTERPRET:
         return [triton.Config({"BM": 16, "BN": 32, "BK": 32}, num_warps=4, num_stages=1)]
     cfgs = []
     for bm, bn, bk, w, s in [(16, 64, 128, 4, 4), (16, 128, 128, 4, 4), (32, 64, 128, 4, 4),
