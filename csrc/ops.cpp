@@ -2,10 +2,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -110,9 +112,9 @@ void check_epilogue(const Tensor& w_scale, const std::optional<Tensor>& bias, in
   }
 }
 
-void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes) {
+void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes, at::ScalarType dtype = at::kChar) {
   check_cpu(wp, "w_packed");
-  TORCH_CHECK_TYPE(wp.scalar_type() == at::kChar, "w_packed must be int8, got ", wp.scalar_type());
+  TORCH_CHECK_TYPE(wp.scalar_type() == dtype, "w_packed must be ", dtype, ", got ", wp.scalar_type());
   const int64_t P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
   TORCH_CHECK_VALUE(wp.dim() == 2 && wp.size(0) == P && wp.size(1) == panel_bytes,
                     "w_packed has shape ", wp.sizes(), " but N=", N, " and this K need [", P, ", ",
@@ -256,6 +258,168 @@ Tensor w8a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor& 
   return out;
 }
 
+// ---- int4 grouped (W4A8 / W4A16) ------------------------------------------------------------------
+// Group geometry: G groups of group_size along K (the last may be partial); one group (per-channel,
+// or group_size >= K) is K rounded up to 8. Kernels step 8 k at a time, hence group_size % 8 == 0.
+struct W4Geom {
+  int64_t G, gk;
+  int64_t Kp() const { return G * gk; }
+};
+
+W4Geom w4_geometry(int64_t K, int64_t group_size) {
+  TORCH_CHECK_VALUE(K >= 1, "K (in_features) must be >= 1, got ", K);
+  TORCH_CHECK_VALUE(group_size >= 1, "group_size must be >= 1, got ", group_size);
+  // int32 must hold sum_k a * u: 128 * 15 * K < 2^31.
+  TORCH_CHECK_VALUE(K <= 1000000, "K (in_features) must be <= 1000000 for exact int32 accumulation, got ", K);
+  const int64_t G = (K + group_size - 1) / group_size;
+  if (G == 1) return {1, qk::round_up(K, 8)};
+  TORCH_CHECK_VALUE(group_size % 8 == 0, "group_size must be a multiple of 8 for int4 weights (or >= K=",
+                    K, " for one group per row), got ", group_size);
+  return {G, group_size};
+}
+
+// qweight: uint8 [N, ceil(K/2)], element 2j in the low nibble of byte j (qkernels.reference.pack_int4):
+// two's complement q in [-8, 7] when symmetric (zero_point None), else q in [0, 15] with an int32
+// zero_point [N, G] in [0, 15]. scale: fp32 [N, G].
+Tensor pack_w4_cpu(const Tensor& qweight_in, const Tensor& scale_in, const std::optional<Tensor>& zp_in,
+                   int64_t K, int64_t group_size) {
+  check_cpu(qweight_in, "qweight");
+  const W4Geom geo = w4_geometry(K, group_size);
+  TORCH_CHECK_TYPE(qweight_in.scalar_type() == at::kByte, "qweight must be uint8 (two int4 per byte), got ",
+                   qweight_in.scalar_type());
+  TORCH_CHECK_VALUE(qweight_in.dim() == 2 && qweight_in.size(0) >= 1 && qweight_in.size(1) == (K + 1) / 2,
+                    "qweight must have shape [N, ", (K + 1) / 2, "] for K=", K, ", got ", qweight_in.sizes());
+  const int64_t N = qweight_in.size(0), G = geo.G;
+  check_cpu(scale_in, "scale");
+  TORCH_CHECK_TYPE(scale_in.scalar_type() == at::kFloat, "scale must be float32, got ", scale_in.scalar_type());
+  TORCH_CHECK_VALUE(scale_in.dim() == 2 && scale_in.size(0) == N && scale_in.size(1) == G,
+                    "scale must have shape [", N, ", ", G, "], got ", scale_in.sizes());
+  const Tensor qw = qweight_in.contiguous(), sc = scale_in.contiguous();
+  Tensor zp;
+  if (zp_in) {
+    check_cpu(*zp_in, "zero_point");
+    TORCH_CHECK_TYPE(zp_in->scalar_type() == at::kInt, "zero_point must be int32, got ", zp_in->scalar_type());
+    TORCH_CHECK_VALUE(zp_in->dim() == 2 && zp_in->size(0) == N && zp_in->size(1) == G,
+                      "zero_point must have shape [", N, ", ", G, "], got ", zp_in->sizes());
+    zp = zp_in->contiguous();
+    TORCH_CHECK_VALUE(zp.min().item<int32_t>() >= 0 && zp.max().item<int32_t>() <= 15,
+                      "zero_point must hold values in [0, 15] (asymmetric int4)");
+  }
+  std::vector<uint8_t> u(N * K), zz(N * G, 8);
+  const uint8_t* q = qw.data_ptr<uint8_t>();
+  const int64_t Kh = (K + 1) / 2;
+  const uint8_t flip = zp_in ? 0 : 8;  // symmetric: u = q + 8 = (two's complement nibble) ^ 8
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) u[n * K + k] = ((q[n * Kh + k / 2] >> (4 * (k % 2))) & 0xf) ^ flip;
+  if (zp_in) {
+    const int32_t* z = zp.data_ptr<int32_t>();
+    for (int64_t i = 0; i < N * G; ++i) zz[i] = static_cast<uint8_t>(z[i]);
+  }
+  const int64_t P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  Tensor out = at::empty({P, qk::w4_panel_bytes(G, geo.gk)}, qw.options());
+  qk::pack_w4(u.data(), sc.data_ptr<float>(), zz.data(), N, K, G, geo.gk, out.data_ptr<uint8_t>());
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> unpack_w4_cpu(const Tensor& packed_in, int64_t N, int64_t K,
+                                                 int64_t group_size, bool symmetric) {
+  checked_n(N);
+  const W4Geom geo = w4_geometry(K, group_size);
+  check_packed(packed_in, N, qk::w4_panel_bytes(geo.G, geo.gk), at::kByte);
+  const Tensor packed = packed_in.contiguous();
+  const int64_t G = geo.G, Kh = (K + 1) / 2;
+  std::vector<uint8_t> u(N * K), zz(N * G);
+  Tensor scale = at::empty({N, G}, packed.options().dtype(at::kFloat));
+  qk::unpack_w4(packed.data_ptr<uint8_t>(), N, K, G, geo.gk, u.data(), scale.data_ptr<float>(), zz.data());
+  Tensor qweight = at::zeros({N, Kh}, packed.options());
+  Tensor zp = at::zeros({N, G}, packed.options().dtype(at::kInt));
+  uint8_t* q = qweight.data_ptr<uint8_t>();
+  const uint8_t flip = symmetric ? 8 : 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) q[n * Kh + k / 2] |= ((u[n * K + k] ^ flip) & 0xf) << (4 * (k % 2));
+  if (!symmetric) {
+    int32_t* z = zp.data_ptr<int32_t>();
+    for (int64_t i = 0; i < N * G; ++i) z[i] = zz[i];
+  }
+  return {qweight, scale, zp};
+}
+
+// Weight-side checks of the W4 GEMMs; returns the group geometry.
+W4Geom check_w4_weights(const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t K, int64_t N,
+                        int64_t group_size) {
+  checked_n(N);
+  const W4Geom geo = w4_geometry(K, group_size);
+  check_packed(w_packed, N, qk::w4_panel_bytes(geo.G, geo.gk), at::kByte);
+  if (bias) {
+    check_cpu(*bias, "bias");
+    TORCH_CHECK_TYPE(bias->scalar_type() == at::kFloat, "bias must be float32, got ", bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N, "bias must have shape [", N, "], got ", bias->sizes());
+  }
+  return geo;
+}
+
+void run_w4(void (*gemm)(const qk::W4Args&, int64_t, int64_t, int64_t, int64_t), qk::W4Args g,
+            const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t M, Tensor& out) {
+  const Tensor wp = w_packed.contiguous();
+  std::optional<Tensor> b;
+  if (bias) b = bias->contiguous();
+  g.w = wp.data_ptr<uint8_t>();
+  g.bias = b ? b->data_ptr<float>() : nullptr;
+  g.out = out.data_ptr();
+  g.out_bf16 = out.scalar_type() == at::kBFloat16;
+  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) { gemm(g, m0, m1, p0, p1); });
+}
+
+// W4A8: per-token int8 activations (quantize_per_token_int8's numbers) x int4 grouped weights.
+Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias,
+                       int64_t N, int64_t group_size) {
+  check_cpu(x_in, "x");
+  check_float_input(x_in, "x");
+  const int64_t M = x_in.size(0), K = x_in.size(1);
+  const W4Geom geo = check_w4_weights(w_packed, bias, K, N, group_size);
+  Tensor out = at::empty({M, N}, x_in.options());
+  if (M == 0) return out;
+  const qk::Kernels& kt = active();
+  const Tensor x = x_in.contiguous();
+  const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
+  Tensor abuf = at::empty({M, Kp}, x.options().dtype(at::kChar));
+  Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
+  Tensor asum = at::empty({M, G}, x.options().dtype(at::kInt));
+  int8_t* a = abuf.data_ptr<int8_t>();
+  int32_t* as = asum.data_ptr<int32_t>();
+  quantize_rows(kt, x, a, Kp, a_scale.data_ptr<float>(), [&](int64_t m) {
+    int8_t* row = a + m * Kp;
+    std::memset(row + K, 0, Kp - K);
+    for (int64_t g = 0; g < G; ++g) {
+      int32_t s = 0;
+      for (int64_t k = g * gk; k < (g + 1) * gk; ++k) s += row[k];
+      as[m * G + g] = s;
+    }
+  });
+  qk::W4Args g{a, Kp, a_scale.data_ptr<float>(), as, nullptr, G, gk, N, nullptr, nullptr, N, false};
+  run_w4(kt.gemm_w4a8, g, w_packed, bias, M, out);
+  return out;
+}
+
+// W4A16: float activations (fp32 accumulation) x int4 grouped weights.
+Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias,
+                      int64_t N, int64_t group_size) {
+  check_cpu(x_in, "x");
+  check_float_input(x_in, "x");
+  const int64_t M = x_in.size(0), K = x_in.size(1);
+  const W4Geom geo = check_w4_weights(w_packed, bias, K, N, group_size);
+  Tensor out = at::empty({M, N}, x_in.options());
+  if (M == 0) return out;
+  const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
+  Tensor xbuf = at::zeros({M, Kp}, x_in.options().dtype(at::kFloat));
+  xbuf.narrow(1, 0, K).copy_(x_in);
+  Tensor xsum = xbuf.view({M, G, gk}).sum(2);
+  qk::W4Args g{xbuf.data_ptr<float>(), Kp, nullptr, xsum.data_ptr<float>(), nullptr, G, gk, N, nullptr,
+               nullptr, N, false};
+  run_w4(active().gemm_w4a16, g, w_packed, bias, M, out);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(qkernels, m) {
@@ -268,6 +432,11 @@ TORCH_LIBRARY(qkernels, m) {
         "SymInt N, ScalarType out_dtype) -> Tensor");
   m.def("w8a8_linear(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
   m.def("w8a16_gemm(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  m.def("pack_w4(Tensor qweight, Tensor scale, Tensor? zero_point, SymInt K, SymInt group_size) -> Tensor");
+  m.def("unpack_w4(Tensor w_packed, SymInt N, SymInt K, SymInt group_size, bool symmetric) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("w4a8_linear(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
+  m.def("w4a16_gemm(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
@@ -279,4 +448,8 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("w8a8_gemm", &w8a8_gemm_cpu);
   m.impl("w8a8_linear", &w8a8_linear_cpu);
   m.impl("w8a16_gemm", &w8a16_gemm_cpu);
+  m.impl("pack_w4", &pack_w4_cpu);
+  m.impl("unpack_w4", &unpack_w4_cpu);
+  m.impl("w4a8_linear", &w4a8_linear_cpu);
+  m.impl("w4a16_gemm", &w4a16_gemm_cpu);
 }

@@ -72,6 +72,43 @@ def _(x, w_packed, w_scale, bias, N):
     return x.new_empty((x.shape[0], N))
 
 
+def int4_geometry(K: int, group_size: int):
+    """(G, gk) of the int4 kernels: G groups of gk values along K (mirrors w4_geometry in ops.cpp)."""
+    G = -(-K // group_size)
+    return (1, -(-K // 8) * 8) if G == 1 else (G, group_size)
+
+
+def w4_cuda_blob_bytes(N: int, K: int, G: int) -> int:
+    """Bytes of the CUDA int4 blob (triton_kernels/w4_gemm.py): fp32 scale, u8 zz (padded to 4), nibbles."""
+    return 4 * N * G + -(-N * G // 4) * 4 + N * ((K + 1) // 2)
+
+
+@torch.library.register_fake("qkernels::pack_w4")
+def _(qweight, scale, zero_point, K, group_size):
+    N = qweight.shape[0]
+    G, gk = int4_geometry(K, group_size)
+    if qweight.device.type == "cuda":
+        return qweight.new_empty((w4_cuda_blob_bytes(N, K, G),))
+    return qweight.new_empty((_panels(N), G * (32 * gk + 5 * PANEL_N)))
+
+
+@torch.library.register_fake("qkernels::unpack_w4")
+def _(w_packed, N, K, group_size, symmetric):
+    G, _ = int4_geometry(K, group_size)
+    return (w_packed.new_empty((N, (K + 1) // 2)), w_packed.new_empty((N, G), dtype=torch.float32),
+            w_packed.new_empty((N, G), dtype=torch.int32))
+
+
+@torch.library.register_fake("qkernels::w4a8_linear")
+def _(x, w_packed, bias, N, group_size):
+    return x.new_empty((x.shape[0], N))
+
+
+@torch.library.register_fake("qkernels::w4a16_gemm")
+def _(x, w_packed, bias, N, group_size):
+    return x.new_empty((x.shape[0], N))
+
+
 _cuda_registered = False
 
 
@@ -130,3 +167,42 @@ def int8_linear(x: torch.Tensor, w_packed: torch.Tensor, w_scale: torch.Tensor,
     if act_bits == 8:  # fused quantize_per_token_int8 + w8a8_gemm
         return _ops.w8a8_linear(x, w_packed, w_scale, bias, N)
     return _ops.w8a16_gemm(x, w_packed, w_scale, bias, N)
+
+
+# ---- int4 grouped weights ----------------------------------------------------------------------
+def pack_int4_weight(qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+                     K: int, group_size: int) -> torch.Tensor:
+    """The one copy of an int4 weight a module keeps: nibbles, scales and zero points in the layout
+    the kernels read (CPU: panels, csrc/kernels/kernels.h; CUDA: triton_kernels/w4_gemm.py).
+
+    qweight uint8 [N, ceil(K/2)] (qkernels.reference.pack_int4 of q), scale fp32 [N, G], zero_point
+    int32 [N, G] or None (symmetric); group_size = K for one group per output channel.
+    """
+    _ensure_cuda(qweight.device)
+    return _ops.pack_w4(qweight, scale, zero_point, K, group_size)
+
+
+def unpack_int4_weight(w_packed: torch.Tensor, N: int, K: int, group_size: int, symmetric: bool):
+    """Inverse of pack_int4_weight: (qweight uint8 [N, ceil(K/2)], scale fp32 [N, G], zero_point or None)."""
+    _ensure_cuda(w_packed.device)
+    qw, scale, zp = _ops.unpack_w4(w_packed, N, K, group_size, symmetric)
+    return qw, scale, (None if symmetric else zp)
+
+
+def int4_linear(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None, N: int,
+                group_size: int, act_bits: int | None, symmetric: bool) -> torch.Tensor:
+    """y = x @ dequant(w).T + bias for 2-D x [M, K] and an int4 weight from pack_int4_weight.
+
+    act_bits=8: dynamic per-token int8 activations (W4A8); None: float activations (W4A16).
+    """
+    if current_backend() == "reference":
+        K = x.shape[1]
+        qw, scale, zp = unpack_int4_weight(w_packed, N, K, group_size, symmetric)
+        q = ref.unpack_int4(qw, K, signed=symmetric)
+        if act_bits == 8:
+            return ref.linear_w4a8(x, q, scale, zp, group_size, bias)
+        return ref.w4a16_gemm(x, q, scale, zp, group_size, bias)
+    _ensure_cuda(x.device)
+    if act_bits == 8:
+        return _ops.w4a8_linear(x, w_packed, bias, N, group_size)
+    return _ops.w4a16_gemm(x, w_packed, bias, N, group_size)

@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "avx2.h"
+#include "w4_avx2.h"
 #include "driver.h"
 #include "peak.h"
 
@@ -141,6 +142,69 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   });
 }
 
+// ---- W4A8 (u4 x s8 via vpmaddubsw: |pair sum| <= 2 * 15 * 128 < 32767, never saturates) ----
+static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  gemm_w4a8_ymm(g, m0, m1, p0, p1, [ones](__m256i& c, __m256i u, __m256i a) {
+    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), ones));
+  });
+}
+
+// ---- W4A16: gemm_u4f32f32_2x32_avx2 ------------------------------------------------------------
+// Per k: the 4 ymm of a half-panel k8 step give u = (v >> shift) & 0x0f as fp32 (8 columns each);
+// c[r][j] += bcast(x[r][k]) * u, and per group y += (c - zz * xsum) * scale.
+template <int MR>
+static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const float* xsum, const uint8_t* wp,
+                                      int64_t G, int64_t gk, float y[][kPanelN], int half) {
+  const __m256i m4 = _mm256_set1_epi32(0x0f);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
+  for (int64_t grp = 0; grp < G; ++grp) {
+    const uint8_t* blk = wp + grp * w4_group_bytes(gk);
+    const float* xg = x + grp * gk;
+    __m256 c[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
+    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
+      __m256i v[4];
+      for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_si256(w + j);
+      for (int kk = 0; kk < 8; ++kk) {
+        const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
+        __m256 u[4];
+        for (int j = 0; j < 4; ++j) u[j] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v[j], sh), m4));
+        for (int r = 0; r < MR; ++r) {
+          const __m256 b = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
+          for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, u[j], c[r][j]);
+        }
+      }
+    }
+    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
+    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN + half * 32;
+    for (int j = 0; j < 4; ++j) {
+      const __m256 s = _mm256_loadu_ps(scale + 8 * j);
+      const __m256 z = _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zz + 8 * j))));
+      for (int r = 0; r < MR; ++r) {
+        const __m256 d = _mm256_sub_ps(c[r][j], _mm256_mul_ps(z, _mm256_set1_ps(xsum[r * G + grp])));
+        float* yr = y[r] + half * 32 + 8 * j;
+        _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(d, s)));
+      }
+    }
+  }
+}
+
+void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  drive_w4<2, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    const float* xs = static_cast<const float*>(g.asum) + m * g.G;
+    for (int half = 0; half < 2; ++half) {
+      if (mr == 2) ukernel_w4a16_avx2<2>(x, g.lda, xs, wp, g.G, g.gk, y, half);
+      else ukernel_w4a16_avx2<1>(x, g.lda, xs, wp, g.G, g.gk, y, half);
+    }
+  });
+}
+
 // The sign-trick dot (vpsignb, vpmaddubsw, vpmaddwd, vpaddd: 4 instructions for 32 MACs) is
 // what the AVX2 W8A8 kernel issues, so its ceiling is that sequence's rate.
 static double peak_int8_avx2() {
@@ -162,6 +226,7 @@ double peak_f32_avx2() {  // vfmadd231ps ymm: 8 FMAs
 }
 
 const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
-                              gemm_w8a8_avx2, gemm_w8a16_avx2, peak_int8_avx2, peak_f32_avx2};
+                              gemm_w8a8_avx2, gemm_w8a16_avx2, gemm_w4a8_avx2,
+                              gemm_w4a16_avx2, peak_int8_avx2, peak_f32_avx2};
 
 }  // namespace qk

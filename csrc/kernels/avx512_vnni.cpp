@@ -157,6 +157,134 @@ void gemm_w8a16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, i
   });
 }
 
+// ---- W4A8: gemm_u4s8f32_MRx64_avx512vnni -----------------------------------------------------
+// One k8 step of a group (8 k x 64 columns = 256 bytes = 4 zmm, layout in kernels.h):
+//   v_j = [n0: k0|k4, k1|k5, k2|k6, k3|k7 | n1: ... | n15]   (j = 0..3: columns 16j .. 16j+15)
+//   lo = v_j & 0x0f = u8 [16 n x k0..3],  hi = v_j >> 4 & 0x0f = u8 [16 n x k4..7]
+//   for each row r: c[r][j] += vpdpbusd(lo, bcast(a[r][k0..3])) + vpdpbusd(hi, bcast(a[r][k4..7]))
+// The weights are the unsigned operand and the int8 activations the signed one (broadcast from
+// memory), so no shift of the activations is needed; u - zz is applied per group through the
+// row's group sum: acc = c - zz * asum. MR x 4 int32 accumulators (MR <= 6 -> 24 zmm) + 3 temps.
+// After each group the accumulators go through the contract's fp32 step into y (in L1).
+inline void dpbusd_bcast(__m512i& c, __m512i w, const int8_t* a4) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(c) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(a4)));
+}
+
+template <int MR>
+inline void ukernel_w4a8(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
+                         int64_t G, int64_t gk, float y[][kPanelN]) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[r] + 16 * j, _mm512_setzero_ps());
+  for (int64_t grp = 0; grp < G; ++grp) {
+    const uint8_t* blk = wp + grp * w4_group_bytes(gk);
+    const int8_t* ag = a + grp * gk;
+    __m512i c[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
+    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      const uint8_t* w = blk + k8 * 256;
+      for (int l = 0; l < 4; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF8 + 64 * l, _MM_HINT_T0);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(w + 64 * j);
+        const __m512i lo = _mm512_and_si512(v, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        for (int r = 0; r < MR; ++r) {
+          dpbusd_bcast(c[r][j], lo, ag + r * lda + 8 * k8);
+          dpbusd_bcast(c[r][j], hi, ag + r * lda + 8 * k8 + 4);
+        }
+      }
+    }
+    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
+    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
+    for (int j = 0; j < 4; ++j) {
+      const __m512 s = _mm512_loadu_ps(scale + 16 * j);
+      const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j)));
+      for (int r = 0; r < MR; ++r) {
+        const __m512i corr = _mm512_mullo_epi32(z, _mm512_set1_epi32(asum[r * G + grp]));
+        const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][j], corr)), s);
+        _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), t));
+      }
+    }
+  }
+}
+
+// ---- W4A16: gemm_u4f32f32_MRx64_avx512 -------------------------------------------------------
+// Same 256-byte k8 step; each k's 16-column fp32 vector is a table lookup: vpermps uses the low
+// 4 bits of each dword index, so (v >> shift) picks u directly from the table {0, 1, .., 15}
+// (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28). c[r][j] += bcast(x[r][k]) * u; per group
+// y += (c - zz * xsum) * scale. MR x 4 fp32 accumulators (MR <= 6) + table, v, index, u.
+template <int MR>
+inline void ukernel_w4a16(const float* x, int64_t ldx, const float* xsum, const uint8_t* wp,
+                          int64_t G, int64_t gk, float y[][kPanelN]) {
+  const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[r] + 16 * j, _mm512_setzero_ps());
+  for (int64_t grp = 0; grp < G; ++grp) {
+    const uint8_t* blk = wp + grp * w4_group_bytes(gk);
+    const float* xg = x + grp * gk;
+    __m512 c[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
+    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      const uint8_t* w = blk + k8 * 256;
+      for (int l = 0; l < 4; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(w + 64 * j);
+        for (int kk = 0; kk < 8; ++kk) {
+          const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
+          const __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v, sh) : v, table);
+          for (int r = 0; r < MR; ++r)
+            c[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(xg[r * ldx + 8 * k8 + kk]), u, c[r][j]);
+        }
+      }
+    }
+    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
+    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
+    for (int j = 0; j < 4; ++j) {
+      const __m512 s = _mm512_loadu_ps(scale + 16 * j);
+      const __m512 z = _mm512_cvtepi32_ps(
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j))));
+      for (int r = 0; r < MR; ++r) {
+        const __m512 d = _mm512_sub_ps(c[r][j], _mm512_mul_ps(z, _mm512_set1_ps(xsum[r * G + grp])));
+        _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), _mm512_mul_ps(d, s)));
+      }
+    }
+  }
+}
+
+void gemm_w4a8_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  drive_w4<6, true>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
+    const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
+    const int32_t* as = static_cast<const int32_t*>(g.asum) + m * g.G;
+    switch (mr) {
+      case 1: ukernel_w4a8<1>(a, g.lda, as, wp, g.G, g.gk, y); break;
+      case 2: ukernel_w4a8<2>(a, g.lda, as, wp, g.G, g.gk, y); break;
+      case 3: ukernel_w4a8<3>(a, g.lda, as, wp, g.G, g.gk, y); break;
+      case 4: ukernel_w4a8<4>(a, g.lda, as, wp, g.G, g.gk, y); break;
+      case 5: ukernel_w4a8<5>(a, g.lda, as, wp, g.G, g.gk, y); break;
+      default: ukernel_w4a8<6>(a, g.lda, as, wp, g.G, g.gk, y); break;
+    }
+  });
+}
+
+void gemm_w4a16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  drive_w4<6, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    const float* xs = static_cast<const float*>(g.asum) + m * g.G;
+    switch (mr) {
+      case 1: ukernel_w4a16<1>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      case 2: ukernel_w4a16<2>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      case 3: ukernel_w4a16<3>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      case 4: ukernel_w4a16<4>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      case 5: ukernel_w4a16<5>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      default: ukernel_w4a16<6>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+    }
+  });
+}
+
 double peak_int8_avx512() {  // vpdpbusd zmm: 64 MACs
   return 128.0 * instr_per_second<__m512i>([](__m512i& c, __m512i a, __m512i b) { dpbusd(c, a, b); });
 }
@@ -171,6 +299,7 @@ double peak_f32_avx512() {  // vfmadd231ps zmm: 16 FMAs
 
 const Kernels kAvx512VnniKernels = {Isa::avx512_vnni, true, quant_row_f32_avx512,
                                     quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
+                                    gemm_w4a8_avx512, gemm_w4a16_avx512,
                                     peak_int8_avx512, peak_f32_avx512};
 
 }  // namespace qk

@@ -4,6 +4,7 @@
 #include "avx2.h"
 #include "driver.h"
 #include "peak.h"
+#include "w4_avx2.h"
 
 namespace qk {
 namespace {
@@ -54,6 +55,11 @@ void gemm_w8a8_avxvnni(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, in
   });
 }
 
+// W4A8: the shared 256-bit kernel with {vex} vpdpbusd (u4 weights unsigned, int8 activations signed).
+void gemm_w4a8_avxvnni(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  gemm_w4a8_ymm(g, m0, m1, p0, p1, [](__m256i& c, __m256i u, __m256i a) { dpbusd(c, u, a); });
+}
+
 double peak_int8_avxvnni() {  // {vex} vpdpbusd ymm: 32 MACs
   return 64.0 * instr_per_second<__m256i>([](__m256i& c, __m256i a, __m256i b) { dpbusd(c, a, b); });
 }
@@ -61,7 +67,8 @@ double peak_int8_avxvnni() {  // {vex} vpdpbusd ymm: 32 MACs
 }  // namespace
 
 const Kernels kAvxVnniKernels = {Isa::avx_vnni, true, quant_row_f32_avx2, quant_row_bf16_avx2,
-                                 gemm_w8a8_avxvnni, gemm_w8a16_avx2, peak_int8_avxvnni,
+                                 gemm_w8a8_avxvnni, gemm_w8a16_avx2, gemm_w4a8_avxvnni,
+                                 gemm_w4a16_avx2, peak_int8_avxvnni,
                                  peak_f32_avx2};
 
 }  // namespace qk

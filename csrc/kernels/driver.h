@@ -44,5 +44,33 @@ inline void drive_w8a16(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, 
   }
 }
 
+// uk(mr, m, panel, acc) computes acc[r][n] = the per-group fp32 sum y of row m + r (see W4Args)
+// for r < mr; the epilogue then applies a_scale (W4A8 only), bias and the output cast.
+template <int MR, bool A8, typename Ukernel>
+inline void drive_w4(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Ukernel uk) {
+  alignas(64) float acc[MR][kPanelN];
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* wp = g.w + p * w4_panel_bytes(g.G, g.gk);
+    const int64_t cols = panel_cols(g.N, p);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = int(m1 - m < MR ? m1 - m : MR);
+      uk(mr, m, wp, acc);
+      for (int r = 0; r < mr; ++r)
+        epilogue_w4(acc[r], A8 ? g.a_scale + m + r : nullptr, g.bias ? g.bias + p * kPanelN : nullptr,
+                    cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+// Shared by every ISA's W4 kernels: one group's correction and fp32 accumulation, in the
+// contract's order: y = y + float(acc - zz * asum) * scale (no FMA: -ffp-contract=off).
+inline void w4a8_group_scalar(const int32_t* acc, int32_t asum, const uint8_t* zz, const float* scale,
+                              float* y, int64_t count) {
+  for (int64_t n = 0; n < count; ++n) {
+    const float t = static_cast<float>(acc[n] - int32_t(zz[n]) * asum) * scale[n];
+    y[n] = y[n] + t;
+  }
+}
+
 }  // namespace
 }  // namespace qk

@@ -101,6 +101,20 @@ inline void epilogue_w8a16(const float* acc, const float* w_scale, const float* 
   }
 }
 
+// W4: out[n] = y[n] * a_scale + bias[n] (a_scale only for W4A8).
+inline void epilogue_w4(const float* y, const float* a_scale, const float* bias, int64_t count,
+                        void* out, bool out_bf16) {
+  for (int64_t n = 0; n < count; ++n) {
+    float v = y[n];
+    if (a_scale) v = v * *a_scale;
+    if (bias) v = v + bias[n];
+    if (out_bf16)
+      static_cast<uint16_t*>(out)[n] = f32_to_bf16(v);
+    else
+      static_cast<float*>(out)[n] = v;
+  }
+}
+
 inline void* out_row(void* out, int64_t ldo, int64_t m, int64_t n0, bool bf16) {
   return bf16 ? static_cast<void*>(static_cast<uint16_t*>(out) + m * ldo + n0)
               : static_cast<void*>(static_cast<float*>(out) + m * ldo + n0);

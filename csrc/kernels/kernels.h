@@ -59,6 +59,45 @@ struct W8A16Args {
   bool out_bf16;
 };
 
+// W4 (int4 grouped) panel p (columns 64p .. 64p+63). K is split into G groups of gk values
+// (gk a multiple of 8; K padded with zeros to Kp = G * gk). Stored per weight: the unsigned
+// nibble u in [0, 15] and per (column, group) the integer zz it is offset by, so that
+// w = (u - zz) * scale (symmetric int4 q in [-8, 7]: u = q + 8, zz = 8; asymmetric: u = q, zz = zp).
+// For each group g (w4_group_bytes(gk) bytes, groups back to back):
+//   bytes [0, 32*gk):      for k8 in [0, gk/8): for n in [0, 64): 4 bytes, byte j =
+//                          u[n][8k8 + j] | u[n][8k8 + 4 + j] << 4   (low nibbles: k 0-3, high: 4-7)
+//   bytes [32*gk, +256):   fp32 scale[n]
+//   bytes [.., +64):       u8 zz[n]
+// So one 64-byte load is 16 columns x 8 k: (v & 0x0f) and (v >> 4 & 0x0f) are two vpdpbusd-ready
+// u8 [16 n x 4 k] operands. Padding holds u = 0 (the activations there are 0 too); padded
+// columns have scale 0 and zz 0.
+inline int64_t w4_group_bytes(int64_t gk) { return gk * 32 + 4 * kPanelN + kPanelN; }
+inline int64_t w4_panel_bytes(int64_t G, int64_t gk) { return G * w4_group_bytes(gk); }
+// u: [N][K] nibble values (one per byte), scale: [N][G] fp32, zz: [N][G] (0..15).
+void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N, int64_t K,
+             int64_t G, int64_t gk, uint8_t* out);
+void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, uint8_t* u,
+               float* scale, uint8_t* zz);
+
+// Inputs to the W4A8 / W4A16 GEMMs. Rows are padded to Kp with zeros.
+//   W4A8:  a = int8 activations [M][Kp], asum[m][g] = sum of row m's group g (int32), a_scale[M]
+//          y[m][n] = fp32 sum over g (in order) of float(acc_g) * scale[n][g], then
+//          out = y * a_scale[m] + bias[n]; acc_g = sum_k a[m][k] * (u[n][k] - zz[n][g]) exact.
+//   W4A16: x = fp32 activations [M][Kp], xsum[m][g] = fp32 sum of row m's group g
+//          out = sum_g (sum_k x * u - zz * xsum) * scale + bias   (fp32; not bit-exact)
+struct W4Args {
+  const void* a;          // int8 (W4A8) or fp32 (W4A16) rows, stride lda
+  int64_t lda;            // = Kp
+  const float* a_scale;   // [M] (W4A8 only)
+  const void* asum;       // [M][G]: int32 (W4A8) or fp32 (W4A16)
+  const uint8_t* w;       // packed panels (w4 layout)
+  int64_t G, gk, N;
+  const float* bias;
+  void* out;
+  int64_t ldo;
+  bool out_bf16;
+};
+
 struct Kernels {
   Isa isa;
   bool a_u8;  // the W8A8 kernel wants activations shifted to u8 (vpdpbusd); colsum compensates
@@ -68,6 +107,8 @@ struct Kernels {
   // Rows [m0, m1) x panels [p0, p1).
   void (*gemm_w8a8)(const W8A8Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_w8a16)(const W8A16Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_w4a8)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_w4a16)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   // Measured single-thread ceilings of this path's inner instructions, in ops/s (a MAC is 2 ops):
   // the int8 dot instruction and the fp32 FMA. The bench reports "% of peak" against them.
   double (*peak_int8_ops)();

@@ -48,4 +48,40 @@ void unpack_w8a16(const int8_t* packed, int64_t N, int64_t K, int8_t* w) {
   }
 }
 
+// Byte offset of (k, n) in a W4 group block, and whether it is the high nibble.
+static inline int64_t w4_byte(int64_t kk, int64_t n) { return (kk / 8) * 256 + n * 4 + (kk % 4); }
+static inline int w4_shift(int64_t kk) { return (kk % 8) >= 4 ? 4 : 0; }
+
+void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N, int64_t K,
+             int64_t G, int64_t gk, uint8_t* out) {
+  const int64_t P = round_up(N, kPanelN) / kPanelN, gb = w4_group_bytes(gk);
+  std::memset(out, 0, P * G * gb);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t p = n / kPanelN, c = n % kPanelN;
+    for (int64_t g = 0; g < G; ++g) {
+      uint8_t* blk = out + (p * G + g) * gb;
+      const int64_t k0 = g * gk, k1 = k0 + gk < K ? k0 + gk : K;
+      for (int64_t k = k0; k < k1; ++k)
+        blk[w4_byte(k - k0, c)] |= static_cast<uint8_t>((u[n * K + k] & 0xf) << w4_shift(k - k0));
+      std::memcpy(blk + 32 * gk + 4 * c, scale + n * G + g, 4);
+      blk[32 * gk + 4 * kPanelN + c] = zz[n * G + g];
+    }
+  }
+}
+
+void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, uint8_t* u,
+               float* scale, uint8_t* zz) {
+  const int64_t gb = w4_group_bytes(gk);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t p = n / kPanelN, c = n % kPanelN;
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* blk = packed + (p * G + g) * gb;
+      const int64_t k0 = g * gk, k1 = k0 + gk < K ? k0 + gk : K;
+      for (int64_t k = k0; k < k1; ++k) u[n * K + k] = (blk[w4_byte(k - k0, c)] >> w4_shift(k - k0)) & 0xf;
+      std::memcpy(scale + n * G + g, blk + 32 * gk + 4 * c, 4);
+      zz[n * G + g] = blk[32 * gk + 4 * kPanelN + c];
+    }
+  }
+}
+
 }  // namespace qk

@@ -36,9 +36,49 @@ void gemm_w8a16_scalar(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, i
   });
 }
 
+// W4: u[k] of column n in a group block (layout in kernels.h).
+inline int w4_u(const uint8_t* blk, int64_t kk, int64_t n) {
+  const uint8_t b = blk[(kk / 8) * 256 + n * 4 + (kk % 4)];
+  return (kk % 8) >= 4 ? b >> 4 : b & 0xf;
+}
+
+void gemm_w4a8_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  drive_w4<1, true>(g, m0, m1, p0, p1, [&g](int, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+    const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
+    const int32_t* asum = static_cast<const int32_t*>(g.asum) + m * g.G;
+    for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0.0f;
+    for (int64_t grp = 0; grp < g.G; ++grp) {
+      const uint8_t* blk = wp + grp * w4_group_bytes(g.gk);
+      int32_t c[kPanelN] = {0};
+      for (int64_t kk = 0; kk < g.gk; ++kk)
+        for (int64_t n = 0; n < kPanelN; ++n) c[n] += int32_t(a[grp * g.gk + kk]) * w4_u(blk, kk, n);
+      w4a8_group_scalar(c, asum[grp], blk + 32 * g.gk + 4 * kPanelN,
+                        reinterpret_cast<const float*>(blk + 32 * g.gk), acc[0], kPanelN);
+    }
+  });
+}
+
+void gemm_w4a16_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  drive_w4<1, false>(g, m0, m1, p0, p1, [&g](int, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    const float* xsum = static_cast<const float*>(g.asum) + m * g.G;
+    for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0.0f;
+    for (int64_t grp = 0; grp < g.G; ++grp) {
+      const uint8_t* blk = wp + grp * w4_group_bytes(g.gk);
+      const float* scale = reinterpret_cast<const float*>(blk + 32 * g.gk);
+      const uint8_t* zz = blk + 32 * g.gk + 4 * kPanelN;
+      float d[kPanelN] = {0};
+      for (int64_t kk = 0; kk < g.gk; ++kk)
+        for (int64_t n = 0; n < kPanelN; ++n) d[n] += x[grp * g.gk + kk] * float(w4_u(blk, kk, n));
+      for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] += (d[n] - float(zz[n]) * xsum[grp]) * scale[n];
+    }
+  });
+}
+
 }  // namespace
 
 const Kernels kScalarKernels = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
-                                gemm_w8a8_scalar, gemm_w8a16_scalar, no_peak, no_peak};
+                                gemm_w8a8_scalar, gemm_w8a16_scalar, gemm_w4a8_scalar,
+                                gemm_w4a16_scalar, no_peak, no_peak};
 
 }  // namespace qk
