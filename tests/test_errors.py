@@ -65,9 +65,34 @@ def test_bad_sizes():
         QuantLinear(0, 4)
 
 
+def test_int4_group_size_must_suit_the_kernels():
+    with pytest.raises(ValueError, match="group_size must be a multiple of 8 for int4 weights"):
+        QuantLinear.from_float(nn.Linear(64, 8), weight_bits=4, group_size=12)
+    with pytest.raises(ValueError, match="group_size must be None or a positive int"):
+        QuantLinear(64, 8, weight_bits=4, group_size=0)
+    QuantLinear.from_float(nn.Linear(10, 8), weight_bits=4, group_size=12)  # one group: fine
+
+
+def test_int4_state_dict_mismatch_is_reported():
+    q = QuantLinear.from_float(nn.Linear(64, 8), weight_bits=4, act_bits=None, group_size=32)
+    sd = q.state_dict()
+    other = QuantLinear(64, 8, weight_bits=4, act_bits=None, group_size=16)
+    with pytest.raises(RuntimeError, match=r"weight_scale: expected float32 tensor of shape \(8, 4\)"):
+        other.load_state_dict(sd)
+    asym = QuantLinear(64, 8, weight_bits=4, act_bits=None, group_size=32, symmetric=False)
+    with pytest.raises(RuntimeError, match="Missing key.*weight_zero_point"):
+        asym.load_state_dict(sd)
+
+
+def test_pack_w4_rejects_bad_zero_points():
+    qw = torch.zeros(2, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"zero_point must hold values in \[0, 15\]"):
+        torch.ops.qkernels.pack_w4(qw, torch.ones(2, 1), torch.full((2, 1), 16, dtype=torch.int32), 16, 16)
+    with pytest.raises(ValueError, match=r"scale must have shape \[2, 2\]"):
+        torch.ops.qkernels.pack_w4(qw, torch.ones(2, 1), None, 16, 8)
+
+
 def test_not_yet_implemented_is_loud():
-    with pytest.raises(NotImplementedError, match="weight_bits=4"):
-        QuantLinear.from_float(nn.Linear(8, 8), weight_bits=4, act_bits=None, group_size=128)
     with pytest.raises(NotImplementedError, match="group_size"):
         QuantLinear.from_float(nn.Linear(8, 8), group_size=64)
     with pytest.raises(NotImplementedError, match="symmetric"):

@@ -1,10 +1,11 @@
-"""QuantLinear: drop-in nn.Linear with int8 weights (W8A8 dynamic or W8A16 weight-only)."""
+"""QuantLinear: drop-in nn.Linear with int8 or int4 weights, dynamic int8 or float activations."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .. import ops
+from .. import reference as ref
 from ..backend import current_backend
 
 FORMAT_VERSION = 1
@@ -22,8 +23,7 @@ def _check_config(weight_bits, act_bits, group_size, symmetric):
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     if weight_bits == 4:
-        raise NotImplementedError("weight_bits=4 (grouped int4) is not implemented yet in this "
-                                  "version of qkernels; use weight_bits=8")
+        return
     if group_size is not None:
         raise NotImplementedError("int8 weights support per-channel scales only (group_size=None); "
                                   f"got group_size={group_size}")
@@ -31,14 +31,33 @@ def _check_config(weight_bits, act_bits, group_size, symmetric):
         raise NotImplementedError("int8 weights are symmetric only (symmetric=True) in this version")
 
 
-class QuantLinear(nn.Module):
-    """y = x @ W.T + b with W stored as int8 [out, in] and one fp32 scale per output channel.
+def _check_int4_groups(in_features, group_size):
+    if group_size is not None and -(-in_features // group_size) > 1 and group_size % 8:
+        raise ValueError(f"group_size must be a multiple of 8 for int4 weights (or >= in_features="
+                         f"{in_features}), got {group_size}")
 
-    act_bits=8: activations are quantized per token to int8 at run time (W8A8, int32 accumulate).
-    act_bits=None: activations stay float (W8A16). state_dict holds ``qweight`` (int8 [N, K]),
-    ``weight_scale`` (fp32 [N]), ``bias`` (fp32 [N], if any) and ``format_version``.
-    In memory the module keeps a single copy of the int8 weight, in the layout its kernel reads
-    (``ops.pack_int8_weight``); ``qweight`` unpacks it on demand (state_dict, dequantize, reference).
+
+class QuantLinear(nn.Module):
+    """y = x @ W.T + b with W stored as int8 or int4.
+
+    act_bits=8: activations are quantized per token to int8 at run time (W8A8 / W4A8, int32
+    accumulate). act_bits=None: activations stay float (W8A16 / W4A16, fp32 accumulate).
+
+    state_dict (format_version 1):
+
+    * int8: ``qweight`` int8 [N, K], ``weight_scale`` fp32 [N].
+    * int4: ``qweight`` uint8 [N, ceil(K/2)], two values per byte along K, element 2j in the low
+      nibble of byte j (``qkernels.reference.pack_int4``): symmetric q in [-8, 7] (two's complement
+      nibbles, w = q * scale) or, with symmetric=False, q in [0, 15] and ``weight_zero_point``
+      int32 [N, G] (w = (q - zero_point) * scale); ``weight_scale`` fp32 [N, G] with
+      G = ceil(K / group_size) (G = 1 when group_size is None); the last group may be partial.
+      ``input_perm`` int64 [K] only for act-order GPTQ imports: the layer computes
+      x[..., input_perm] @ Wq.T (see qkernels.formats).
+    * ``bias`` fp32 [N] (if any) and ``format_version``.
+
+    In memory the module keeps a single copy of the quantized weight, in the layout its kernel
+    reads (``ops.pack_int8_weight`` / ``ops.pack_int4_weight``; int4 scales and zero points live in
+    it too); ``qweight`` (and for int4 ``weight_scale`` / ``weight_zero_point``) unpack on demand.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
@@ -49,16 +68,26 @@ class QuantLinear(nn.Module):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         _check_config(weight_bits, act_bits, group_size, symmetric)
+        if weight_bits == 4:
+            _check_int4_groups(in_features, group_size)
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.group_size, self.symmetric = group_size, symmetric
-        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        if weight_bits == 8:
+            self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
         else:
             self.bias = None
         self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
-        self._set_weight(torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("input_perm", None)  # int64 [K], set only by act-order imports
+        if weight_bits == 8:
+            self._set_weight(torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        else:
+            G = self._groups
+            zp = None if symmetric else torch.zeros(out_features, G, dtype=torch.int32, device=device)
+            self._set_int4(torch.zeros(out_features, (in_features + 1) // 2, dtype=torch.uint8, device=device),
+                           torch.ones(out_features, G, dtype=torch.float32, device=device), zp)
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -72,37 +101,151 @@ class QuantLinear(nn.Module):
             raise ValueError("linear.weight holds NaN or Inf; cannot quantize it")
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
                 act_bits, group_size, symmetric, device=w.device)
+        if linear.bias is not None:
+            with torch.no_grad():
+                q.bias.copy_(linear.bias.detach().float())
+        if weight_bits == 4:
+            qv, scale, zp = ref.quantize_weight_int4(w, group_size, symmetric)
+            q._set_int4(ref.pack_int4(qv), scale, zp)
+            return q
         qw, scale = ops.quantize_per_token_int8(w.float())
         with torch.no_grad():
             q.weight_scale.copy_(scale)
-            if linear.bias is not None:
-                q.bias.copy_(linear.bias.detach().float())
         q._set_weight(qw)
         return q
 
-    # ---- the int8 weight: one packed copy in memory, plain int8 [N, K] in the state_dict ---------
+    @classmethod
+    def from_int4(cls, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+                  group_size: int | None, bias: torch.Tensor | None = None, act_bits: int | None = None,
+                  input_perm: torch.Tensor | None = None) -> "QuantLinear":
+        """An int4 QuantLinear from quantized values (e.g. a GPTQ/AWQ checkpoint, qkernels.formats).
+
+        q: integer [N, K] values, in [-8, 7] when zero_point is None, else in [0, 15]; scale: float
+        [N, G]; zero_point: integer [N, G] in [0, 15] or None; input_perm: optional int [K] (the
+        layer computes x[..., input_perm] @ ((q - zero_point) * scale).T + bias).
+        """
+        if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.dtype.is_floating_point:
+            raise TypeError(f"q must be a 2-D integer tensor [out_features, in_features], got "
+                            f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}")
+        N, K = q.shape
+        symmetric = zero_point is None
+        lo, hi = ref.qrange(4, symmetric)
+        if q.numel() and (int(q.min()) < lo or int(q.max()) > hi):
+            raise ValueError(f"q must hold values in [{lo}, {hi}] ({'symmetric' if symmetric else 'with a zero point'}), "
+                             f"got [{int(q.min())}, {int(q.max())}]")
+        m = cls(K, N, bias is not None, 4, act_bits, group_size, symmetric, device=q.device)
+        G = m._groups
+        if not isinstance(scale, torch.Tensor) or tuple(scale.shape) != (N, G):
+            raise ValueError(f"scale must have shape ({N}, {G}), got {tuple(getattr(scale, 'shape', ()))}")
+        if not torch.isfinite(scale).all():
+            raise ValueError("scale holds NaN or Inf")
+        if zero_point is not None:
+            if tuple(zero_point.shape) != (N, G) or zero_point.dtype.is_floating_point:
+                raise ValueError(f"zero_point must be an integer tensor of shape ({N}, {G}), got "
+                                 f"{zero_point.dtype} {tuple(zero_point.shape)}")
+            zero_point = zero_point.to(torch.int32)
+        if bias is not None:
+            if tuple(bias.shape) != (N,):
+                raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+            with torch.no_grad():
+                m.bias.copy_(bias.detach().float())
+        if input_perm is not None:
+            perm = torch.as_tensor(input_perm).to(device=q.device, dtype=torch.int64)
+            if perm.shape != (K,) or not torch.equal(perm.sort().values, torch.arange(K, device=q.device)):
+                raise ValueError(f"input_perm must be a permutation of range({K})")
+            m.register_buffer("input_perm", perm)
+        m._set_int4(ref.pack_int4(q.to(torch.int8)), scale.float(), zero_point)
+        return m
+
+    # ---- the weight: one packed copy in memory, plain tensors in the state_dict -----------------
+    @property
+    def _group(self) -> int:
+        """The group length the int4 ops take (in_features for one group per row)."""
+        return self.group_size if self.group_size is not None else self.in_features
+
+    @property
+    def _groups(self) -> int:
+        return ref.int4_groups(self.in_features, self.group_size)[0]
+
     def _set_weight(self, qweight: torch.Tensor):
         self._packed = ops.pack_int8_weight(qweight, self.act_bits)
 
+    def _set_int4(self, qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None):
+        self._packed = ops.pack_int4_weight(qweight, scale, zero_point, self.in_features, self._group)
+
+    def _int4_tensors(self):
+        return ops.unpack_int4_weight(self._packed, self.out_features, self.in_features, self._group,
+                                      self.symmetric)
+
     @property
     def qweight(self) -> torch.Tensor:
-        """The int8 weight [out_features, in_features] (unpacked from the kernel layout)."""
+        """int8: the int8 weight [N, K]; int4: uint8 [N, ceil(K/2)] nibbles (unpacked from the kernel layout)."""
+        if self.weight_bits == 4:
+            return self._int4_tensors()[0]
         return ops.unpack_int8_weight(self._packed, self.act_bits, self.out_features, self.in_features)
 
+    def __getattr__(self, name):
+        if name in ("weight_scale", "weight_zero_point") and self.__dict__.get("weight_bits") == 4:
+            _, scale, zp = self._int4_tensors()
+            return scale if name == "weight_scale" else zp
+        return super().__getattr__(name)
+
     def _apply(self, fn, recurse=True):
-        # The weight is re-packed for the new device (the layout is per device). Scales and bias
-        # stay fp32 whatever dtype the module is cast to; only their device follows.
-        qweight = fn(self.qweight)
+        # The weight is re-packed for the new device (the layout is per device). Scales, zero
+        # points and bias keep their dtype whatever dtype the module is cast to; only the device follows.
+        if self.weight_bits == 4:
+            qw, scale, zp = self._int4_tensors()
+            qw = fn(qw)
+            scale = scale.to(qw.device)
+            zp = zp.to(qw.device) if zp is not None else None
+        else:
+            qweight = fn(self.qweight)
         keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
         super()._apply(fn, recurse)
         for n, t in keep.items():
             self._buffers[n] = t.to(self._buffers[n].device)
-        self._set_weight(qweight)
+        if self.weight_bits == 4:
+            self._set_int4(qw, scale, zp)
+        else:
+            self._set_weight(qweight)
         return self
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        destination[prefix + "qweight"] = self.qweight
+        if self.weight_bits == 4:
+            qw, scale, zp = self._int4_tensors()
+            destination[prefix + "qweight"] = qw
+            destination[prefix + "weight_scale"] = scale
+            if zp is not None:
+                destination[prefix + "weight_zero_point"] = zp
+        else:
+            destination[prefix + "qweight"] = self.qweight
         super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _expect(self, state_dict, key, dtype, shape, error_msgs):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            want = str(dtype).replace("torch.", "")
+            error_msgs.append(f"{key}: expected {want} tensor of shape {shape}, got {got}")
+            return None
+        return t.to(self._packed.device)
+
+    def _load_int4(self, state_dict, prefix, strict, missing_keys, error_msgs):
+        N, K, G = self.out_features, self.in_features, self._groups
+        keys = {"qweight": (torch.uint8, (N, (K + 1) // 2)), "weight_scale": (torch.float32, (N, G))}
+        if not self.symmetric:
+            keys["weight_zero_point"] = (torch.int32, (N, G))
+        got = {}
+        for name, (dtype, shape) in keys.items():
+            if prefix + name in state_dict:
+                got[name] = self._expect(state_dict, prefix + name, dtype, shape, error_msgs)
+            elif strict:
+                missing_keys.append(prefix + name)
+        if len(got) == len(keys) and all(t is not None for t in got.values()):
+            self._set_int4(got["qweight"], got["weight_scale"], got.get("weight_zero_point"))
+        perm = state_dict.get(prefix + "input_perm")
+        if perm is not None:
+            self.register_buffer("input_perm", perm.to(device=self._packed.device, dtype=torch.int64))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -110,26 +253,35 @@ class QuantLinear(nn.Module):
         if v is not None and int(v) != FORMAT_VERSION:
             raise ValueError(f"{prefix}format_version: this qkernels reads QuantLinear format "
                              f"{FORMAT_VERSION}, the state_dict has {int(v)}")
-        key = prefix + "qweight"
-        if key in state_dict:
-            w = state_dict[key]
-            shape = (self.out_features, self.in_features)
-            if not isinstance(w, torch.Tensor) or w.dtype != torch.int8 or tuple(w.shape) != shape:
-                got = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
-                error_msgs.append(f"{key}: expected int8 tensor of shape {shape}, got {got}")
-            else:
-                self._set_weight(w.to(self.weight_scale.device))
-        elif strict:
-            missing_keys.append(key)
+        if self.weight_bits == 4:
+            self._load_int4(state_dict, prefix, strict, missing_keys, error_msgs)
+            own = ("qweight", "weight_scale", "weight_zero_point", "input_perm")
+        else:
+            key = prefix + "qweight"
+            if key in state_dict:
+                w = self._expect(state_dict, key, torch.int8, (self.out_features, self.in_features), error_msgs)
+                if w is not None:
+                    self._set_weight(w)
+            elif strict:
+                missing_keys.append(key)
+            own = ("qweight",)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        if key in unexpected_keys:  # not a buffer: handled above
-            unexpected_keys.remove(key)
+        for name in own:  # not buffers: handled above
+            if prefix + name in unexpected_keys:
+                unexpected_keys.remove(prefix + name)
 
     # ---- use ---------------------------------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [out_features, in_features] this module effectively multiplies by."""
-        return self.qweight.float() * self.weight_scale[:, None]
+        if self.weight_bits == 8:
+            return self.qweight.float() * self.weight_scale[:, None]
+        qw, scale, zp = self._int4_tensors()
+        q = ref.unpack_int4(qw, self.in_features, signed=self.symmetric)
+        w = ref.dequantize(q, scale, zp, "per_group", self._group)
+        if self.input_perm is not None:  # column j of the stored weight multiplies x[..., perm[j]]
+            w = torch.empty_like(w).index_copy_(1, self.input_perm, w)
+        return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -145,10 +297,19 @@ class QuantLinear(nn.Module):
             raise ValueError(f"x is on {x.device} but the weights are on {self._packed.device}; "
                              "move one of them with .to()")
         x2 = x.reshape(-1, self.in_features)
-        y = ops.int8_linear(x2, self._packed, self.weight_scale, self.bias, self.act_bits)
+        if self.weight_bits == 4:
+            if self.input_perm is not None:
+                x2 = x2.index_select(1, self.input_perm)
+            y = ops.int4_linear(x2, self._packed, self.bias, self.out_features, self._group,
+                                self.act_bits, self.symmetric)
+        else:
+            y = ops.int8_linear(x2, self._packed, self.weight_scale, self.bias, self.act_bits)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         a = "A8" if self.act_bits == 8 else "A16"
+        extra = ""
+        if self.weight_bits == 4:
+            extra = f", group_size={self.group_size}, symmetric={self.symmetric}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, W{self.weight_bits}{a}, backend={current_backend()}")
+                f"bias={self.bias is not None}, W{self.weight_bits}{a}{extra}, backend={current_backend()}")
