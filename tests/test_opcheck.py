@@ -22,6 +22,16 @@ def _cases():
     yield Q.w8a8_linear.default, (x.bfloat16(), Q.pack_w8a8(w), torch.rand(70), None, 70)
     yield Q.w8a16_gemm.default, (x, Q.pack_w8a16(w), torch.rand(70), torch.randn(70), 70)
     yield Q.w8a16_gemm.default, (x.bfloat16(), Q.pack_w8a16(w), torch.rand(70), None, 70)
+    qw = torch.randint(0, 256, (70, 34), dtype=torch.uint8)
+    s4, zp = torch.rand(70, 3) + 0.1, torch.randint(0, 16, (70, 3), dtype=torch.int32)
+    p4 = Q.pack_w4(qw, s4, zp, 67, 32)
+    yield Q.pack_w4.default, (qw, s4, zp, 67, 32)
+    yield Q.pack_w4.default, (qw, s4[:, :1].contiguous(), None, 67, 67)
+    yield Q.unpack_w4.default, (p4, 70, 67, 32, False)
+    yield Q.w4a8_linear.default, (x, p4, torch.randn(70), 70, 32)
+    yield Q.w4a8_linear.default, (x.bfloat16(), p4, None, 70, 32)
+    yield Q.w4a16_gemm.default, (x, p4, torch.randn(70), 70, 32)
+    yield Q.w4a16_gemm.default, (x.bfloat16(), p4, None, 70, 32)
 
 
 @pytest.mark.parametrize("op,args", list(_cases()), ids=lambda v: str(v) if not isinstance(v, tuple) else "")

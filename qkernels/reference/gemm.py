@@ -115,7 +115,7 @@ def w4a16_gemm(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero_point
     within fp32 summation error."""
     G, g = int4_groups(x.shape[1], group_size)
     w = _int4_centered(q, zero_point, G, g) * scale.double().reshape(q.shape[0], G, 1)
-    y = (_grouped_k(x.float(), G, g).reshape(x.shape[0], -1) @ w.reshape(q.shape[0], -1).T).float()
+    y = (_grouped_k(x.float(), G, g).reshape(x.shape[0], G * g) @ w.reshape(q.shape[0], G * g).T).float()
     if bias is not None:
         y = y + bias.float()[None, :]
     return y.to(x.dtype)
