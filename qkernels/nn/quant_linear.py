@@ -157,6 +157,25 @@ class QuantLinear(nn.Module):
         m._set_int4(ref.pack_int4(q.to(torch.int8)), scale.float(), zero_point)
         return m
 
+    @classmethod
+    def from_gptq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                  g_idx: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  act_bits: int | None = None, legacy_zero_offset: bool = True) -> "QuantLinear":
+        """A 4-bit GPTQ layer (qweight int32 [K/8, N], qzeros int32 [G, N/8], scales [G, N], optional
+        g_idx [K], act-order included); legacy_zero_offset=False for the "gptq_v2" format.
+        Layouts and the exact conversion: qkernels.formats."""
+        from ..formats import gptq_to_int4
+        q, scale, zp, gs, perm = gptq_to_int4(qweight, qzeros, scales, g_idx, legacy_zero_offset)
+        return cls.from_int4(q, scale, zp, gs, bias, act_bits, input_perm=perm)
+
+    @classmethod
+    def from_awq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                 bias: torch.Tensor | None = None, act_bits: int | None = None) -> "QuantLinear":
+        """A 4-bit AWQ (GEMM format) layer: qweight int32 [K, N/8], qzeros int32 [G, N/8], scales [G, N]."""
+        from ..formats import awq_to_int4
+        q, scale, zp, gs = awq_to_int4(qweight, qzeros, scales)
+        return cls.from_int4(q, scale, zp, gs, bias, act_bits)
+
     # ---- the weight: one packed copy in memory, plain tensors in the state_dict -----------------
     @property
     def _group(self) -> int:

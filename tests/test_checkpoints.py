@@ -1,0 +1,113 @@
+"""GPTQ / AWQ import: tensors from the reference packers (published formats) load exactly."""
+import pytest
+import torch
+
+import qkernels
+from qkernels import QuantLinear, formats
+from qkernels.reference.checkpoints import pack_awq, pack_gptq
+from qkernels import reference as R
+
+
+def _quantized(N=48, K=256, gs=64):
+    w = torch.randn(N, K)
+    q, s, zp = R.quantize(w, "per_group", 4, False, gs)
+    zp = zp.clamp_min(1)  # the legacy GPTQ format cannot store a zero point of 0 (it writes z - 1)
+    return q, s, zp
+
+
+def _effective(q, s, zp, g_idx):
+    """W[n, k] = (q[n, k] - z[n, g_idx[k]]) * s[n, g_idx[k]], the checkpoint's own formula."""
+    return (q.float() - zp[:, g_idx].float()) * s.half().float()[:, g_idx]
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("act_bits", [None, 8])
+def test_gptq_import(legacy, act_order, act_bits):
+    N, K, gs = 48, 256, 64
+    q, s, zp = _quantized(N, K, gs)
+    g_idx = torch.arange(K) // gs
+    if act_order:  # GPTQ's desc_act: features quantized in order perm, g_idx[perm[i]] = i // gs
+        perm = torch.randperm(K)
+        g_idx = torch.empty(K, dtype=torch.int64)
+        g_idx[perm] = torch.arange(K) // gs
+    qweight, qzeros, scales, gi = pack_gptq(q, zp, s, g_idx, legacy_zero_offset=legacy)
+    assert qweight.dtype == torch.int32 and tuple(qweight.shape) == (K // 8, N)
+    assert tuple(qzeros.shape) == (K // gs, N // 8) and scales.dtype == torch.float16
+    bias = torch.randn(N)
+    layer = QuantLinear.from_gptq(qweight, qzeros, scales, gi, bias=bias, act_bits=act_bits,
+                                  legacy_zero_offset=legacy)
+    W = _effective(q, s, zp, g_idx)
+    assert torch.equal(layer.dequantize(), W)
+    assert (layer.input_perm is not None) == act_order
+    x = torch.randn(5, K)
+    y = layer(x)
+    with qkernels.use_backend("reference"):
+        yr = layer(x)
+    expect = x @ W.T + bias
+    if act_bits == 8:
+        assert torch.equal(y, yr)
+        assert (y - expect).norm() / expect.norm() < 0.02
+    else:
+        torch.testing.assert_close(y, expect, rtol=1e-4, atol=1e-3)
+    # the act-order permutation survives a state_dict round trip
+    l2 = QuantLinear(K, N, weight_bits=4, act_bits=act_bits, group_size=gs, symmetric=False)
+    l2.load_state_dict(layer.state_dict())
+    assert torch.equal(l2(x), y)
+
+
+def test_gptq_symmetric_checkpoint_and_legacy_offset():
+    """Symmetric GPTQ stores z = 8 as nibble 7 (legacy): reading without the +1 would shift every weight."""
+    N, K, gs = 16, 128, 128
+    q = torch.randint(0, 16, (N, K), dtype=torch.int8)
+    s, zp = torch.rand(N, 1) + 0.1, torch.full((N, 1), 8, dtype=torch.int32)
+    qweight, qzeros, scales, g_idx = pack_gptq(q, zp, s, torch.zeros(K, dtype=torch.int64))
+    assert int(qzeros[0, 0]) == 0x77777777
+    layer = QuantLinear.from_gptq(qweight, qzeros, scales, g_idx)
+    assert torch.equal(layer.dequantize(), (q.float() - 8) * s.half().float())
+    wrong = QuantLinear.from_gptq(qweight, qzeros, scales, g_idx, legacy_zero_offset=False)
+    assert not torch.equal(wrong.dequantize(), layer.dequantize())
+
+
+def test_gptq_rejects_unrepresentable_zero_and_bad_g_idx():
+    N, K = 8, 64
+    q = torch.zeros(N, K, dtype=torch.int8)
+    s, zp = torch.ones(N, 1), torch.zeros(N, 1, dtype=torch.int32)  # legacy stores -1 -> nibble 15 -> 16
+    qweight, qzeros, scales, g_idx = pack_gptq(q, zp, s, torch.zeros(K, dtype=torch.int64))
+    with pytest.raises(ValueError, match="zero point of 16"):
+        QuantLinear.from_gptq(qweight, qzeros, scales, g_idx)
+    zp = torch.ones(N, 2, dtype=torch.int32)
+    qweight, qzeros, scales, _ = pack_gptq(q, zp, torch.ones(N, 2), torch.zeros(K))
+    uneven = torch.zeros(K, dtype=torch.int32)
+    uneven[-1] = 1
+    with pytest.raises(ValueError, match="exactly 32 input features in each group"):
+        QuantLinear.from_gptq(qweight, qzeros, scales, uneven)
+    with pytest.raises(TypeError, match="qweight must be an int32 tensor"):
+        QuantLinear.from_gptq(qweight.float(), qzeros, scales)
+
+
+@pytest.mark.parametrize("act_bits", [None, 8])
+def test_awq_import(act_bits):
+    N, K, gs = 64, 256, 128
+    w = torch.randn(N, K)
+    q, s, zp = R.quantize(w, "per_group", 4, False, gs)
+    qweight, qzeros, scales = pack_awq(q, zp, s)
+    assert tuple(qweight.shape) == (K, N // 8) and tuple(qzeros.shape) == (K // gs, N // 8)
+    layer = QuantLinear.from_awq(qweight, qzeros, scales, act_bits=act_bits)
+    W = _effective(q, s, zp, torch.arange(K) // gs)
+    assert torch.equal(layer.dequantize(), W)
+    x = torch.randn(3, K)
+    if act_bits is None:
+        torch.testing.assert_close(layer(x), x @ W.T, rtol=1e-4, atol=1e-3)
+
+
+def test_awq_interleaved_nibble_order():
+    """Nibble j of an AWQ word holds column AWQ_ORDER[j], not column j."""
+    q = torch.randint(0, 16, (8, 128))
+    zp = torch.zeros(8, 1, dtype=torch.int32)
+    qweight, qzeros, scales = pack_awq(q.to(torch.int8), zp, torch.ones(8, 1))
+    # nibble j of word 0 in row k holds column AWQ_ORDER[j]
+    word = int(qweight[3, 0]) & 0xFFFFFFFF
+    assert [(word >> (4 * j)) & 0xF for j in range(8)] == [int(q[c, 3]) for c in formats.AWQ_ORDER]
+    qa, _, _, _ = formats.awq_to_int4(qweight, qzeros, scales.float())
+    assert torch.equal(qa, q.to(torch.int8))
