@@ -97,3 +97,97 @@ def test_quant_linear_on_cuda():
         with qkernels.use_backend("reference"):
             yr = q(x)
         torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
+
+
+# ---- int4 (W4A16 / W4A8) on the CUDA blob layout ------------------------------------------------
+from qkernels.triton_kernels.w4_gemm import pack_w4, unpack_w4, w4a8_gemm, w4a16_gemm  # noqa: E402
+
+SHAPES4 = [(1, 64, 16, 32), (3, 70, 67, 32), (5, 19, 9, None), (0, 32, 16, 32), (2, 100, 33, 64)] + (
+    [(1, 4096, 4096, 128), (16, 8192, 28672, 128), (64, 4096, 11008, 64)] if DEV == "cuda" else [])
+
+
+def _int4(N, K, gs, symmetric):
+    G, _ = R.int4_groups(K, gs)
+    q = torch.randint(-8, 8, (N, K), dtype=torch.int8) if symmetric else torch.randint(0, 16, (N, K), dtype=torch.int8)
+    zp = None if symmetric else torch.randint(0, 16, (N, G), dtype=torch.int32)
+    return q, torch.rand(N, G) + 0.01, zp
+
+
+def _blob(q, s, zp, K, gs):
+    return pack_w4(R.pack_int4(q).to(DEV), s.to(DEV), None if zp is None else zp.to(DEV), K, gs or K)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_w4_blob_roundtrip(symmetric):
+    q, s, zp = _int4(9, 19, 8, symmetric)
+    qw, s2, zp2 = unpack_w4(_blob(q, s, zp, 19, 8), 9, 19, 8, symmetric)
+    assert torch.equal(qw.cpu(), R.pack_int4(q)) and torch.equal(s2.cpu(), s)
+    assert symmetric or torch.equal(zp2.cpu(), zp)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N,gs", SHAPES4)
+def test_w4a8_matches_reference(M, K, N, gs, out_dtype, symmetric):
+    a = torch.randint(-127, 128, (M, K), dtype=torch.int8)
+    q, s, zp = _int4(N, K, gs, symmetric)
+    a_s, b = torch.rand(M) + 0.01, torch.randn(N)
+    y = w4a8_gemm(a.to(DEV), a_s.to(DEV), _blob(q, s, zp, K, gs), b.to(DEV), N, gs or K, out_dtype).cpu()
+    yr = R.w4a8_gemm(a, a_s, q, s, zp, gs, b, out_dtype)
+    if DEV == "cpu":
+        assert torch.equal(y, yr)  # interpreter: the contract's fp32 op sequence, bit-exact
+    else:
+        torch.testing.assert_close(y.float(), yr.float(), rtol=2 ** -7 if out_dtype == torch.bfloat16 else 1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("M,K,N,gs", SHAPES4)
+def test_w4a16_matches_reference(M, K, N, gs, dtype, symmetric):
+    x = torch.randn(M, K).to(dtype)
+    q, s, zp = _int4(N, K, gs, symmetric)
+    b = torch.randn(N)
+    y = w4a16_gemm(x.to(DEV), _blob(q, s, zp, K, gs), b.to(DEV), N, gs or K).cpu()
+    assert y.dtype == dtype
+    yr = R.w4a16_gemm(x.float(), q, s, zp, gs, b).double()
+    G, g = R.int4_groups(K, gs)
+    w = (R.unpack_int4(R.pack_int4(q), K, signed=symmetric).double()
+         - (0 if zp is None else zp.double().repeat_interleave(g, 1)[:, :K])).abs()
+    mag = x.double().abs() @ (w * s.double().repeat_interleave(g, 1)[:, :K]).T
+    bound = 2 * (K + G + 2) * 2.0 ** -23 * mag + 1e-6
+    if dtype != torch.float32:
+        bound = bound + yr.abs() * 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    assert torch.all((y.double() - yr).abs() <= bound)
+
+
+def test_cuda_w4a8_linear_composition():
+    from qkernels.triton_kernels.register import _w4a8_linear
+    x = torch.randn(5, 70)
+    q, s, zp = _int4(33, 70, 32, False)
+    b = torch.randn(33)
+    y = _w4a8_linear(x.to(DEV), _blob(q, s, zp, 70, 32), b.to(DEV), 33, 32).cpu()
+    yr = R.linear_w4a8(x, q, s, zp, 32, b)
+    if DEV == "cpu":
+        assert torch.equal(y, yr)
+    else:
+        torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-4)
+
+
+def test_w4_wrapper_validates():
+    q, s, zp = _int4(16, 64, 32, True)
+    with pytest.raises(ValueError, match="w_packed must be the uint8 int4 blob"):
+        w4a16_gemm(torch.randn(2, 64, device=DEV), _blob(q, s, zp, 64, 32), None, 16, 16)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="needs a GPU")
+def test_int4_quant_linear_on_cuda():
+    import qkernels
+    lin = torch.nn.Linear(512, 300).cuda()
+    x = torch.randn(4, 7, 512, device="cuda", dtype=torch.float16)
+    for act in (8, None):
+        for sym in (True, False):
+            q = qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=act, group_size=128, symmetric=sym)
+            y = q(x)
+            with qkernels.use_backend("reference"):
+                yr = q(x)
+            torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)

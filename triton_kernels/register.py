@@ -4,6 +4,7 @@ import torch
 from .quant import quantize_per_token_int8
 from .w8a8_gemm import w8a8_gemm
 from .w8a16_gemm import w8a16_gemm
+from .w4_gemm import pack_w4, unpack_w4, w4a8_gemm, w4a16_gemm
 
 _lib = torch.library.Library("qkernels", "IMPL")
 _lib.impl("quantize_per_token_int8", quantize_per_token_int8, "CUDA")
@@ -22,3 +23,15 @@ def _w8a8_linear(x, w, w_scale, bias, N):
 
 
 _lib.impl("w8a8_linear", _w8a8_linear, "CUDA")
+
+
+def _w4a8_linear(x, blob, bias, N, group_size):
+    a, a_scale = quantize_per_token_int8(x)
+    return w4a8_gemm(a, a_scale, blob, bias, N, group_size, x.dtype)
+
+
+# int4: the CUDA layout is one uint8 blob (scales, zero points, nibbles; see w4_gemm.py).
+_lib.impl("pack_w4", pack_w4, "CUDA")
+_lib.impl("unpack_w4", unpack_w4, "CUDA")
+_lib.impl("w4a8_linear", _w4a8_linear, "CUDA")
+_lib.impl("w4a16_gemm", w4a16_gemm, "CUDA")
