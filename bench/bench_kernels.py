@@ -1,14 +1,14 @@
 """Kernel microbenchmarks: qkernels vs peers on the machine at hand, one table, JSON and PNG.
 
     python bench/bench_kernels.py                      # CPU: K=N=4096 and K=4096/N=11008
-    python bench/bench_kernels.py --shapes 4096x4096 --ms 1,8
+    python bench/bench_kernels.py --shapes 4096x4096 --ms 1,8 --suite int4
 
 Each peer is timed in strict alternation with the qkernels kernels (same window, same drift), and
 its speedup column compares medians from that window; a peer with its own thread pool
 (onnxruntime) is timed in a block between two blocks of ours instead, since alternating two
 runtimes' spinning workers would slow both. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
 rows the % of the DRAM read bandwidth, for hot qkernels rows the % of the measured peak of their
-inner instruction (int8 dot for W8A8, fp32 FMA for W8A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
+inner instruction (int8 dot for W8A8/W4A8, fp32 FMA for W8A16/W4A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
 weight copies (2 GiB in all) that every call streams its weights from memory; "hot" rows reuse one.
 """
 from __future__ import annotations
@@ -148,26 +148,34 @@ def bench_group(ours, others, x, w, cold, dev):
     return ours_rows + rows
 
 
-def run(shapes, ms, cold_m1=True, dev="cpu"):
+def suites(dev, names):
+    """(our kernels, their peers) per suite: int8 (W8A8, W8A16) and int4 (W4A8, W4A16)."""
+    table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS) if dev == "cpu"
+             else (peers.GPU_OURS, peers.GPU_PEERS),
+             "int4": (peers.CPU_W4, peers.CPU_PEERS_W4) if dev == "cpu"
+             else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n})}
+    return [table[n] for n in names]
+
+
+def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4")):
     torch.manual_seed(0)
-    ours = {**peers.CPU_W8A8, **peers.CPU_W8A16} if dev == "cpu" else peers.GPU_OURS
-    others = peers.CPU_PEERS if dev == "cpu" else peers.GPU_PEERS
     results = []
-    for K, N in shapes:
-        w = torch.randn(N, K, device=dev) * 0.02
-        for M in ms:
-            x = torch.randn(M, K, device=dev)
-            for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
-                group = {n: f for n, f in others.items()
-                         if not (dev == "cuda" and "_int_mm" in n and M <= 16)}  # cuBLAS int8 needs M > 16
-                results += bench_group(ours, group, x, w, cold, dev)
+    for ours, others in suites(dev, suite_names):
+        for K, N in shapes:
+            w = torch.randn(N, K, device=dev) * 0.02
+            for M in ms:
+                x = torch.randn(M, K, device=dev)
+                for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
+                    group = {n: f for n, f in others.items()
+                             if not (dev == "cuda" and "_int_mm" in n and M <= 16)}  # cuBLAS int8 needs M > 16
+                    results += bench_group(ours, group, x, w, cold, dev)
     return results
 
 
 def add_ratios(results, bw, peaks=None):
     for r in results:
         if peaks and r["mode"] == "hot" and r["kernel"].startswith("qkernels"):
-            ceiling = peaks["int8_gops"] if "W8A8" in r["kernel"] else peaks["fp32_gflops"]
+            ceiling = peaks["int8_gops"] if "A8" in r["kernel"] else peaks["fp32_gflops"]
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
         if r["mode"] == "DRAM" and bw:
@@ -216,6 +224,7 @@ def main(argv=None):
     p.add_argument("--ms", default=None, help="comma list of M (CPU default 1,8,32,128; GPU 1,16,128,4096)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-cold", action="store_true", help="skip the M=1 DRAM rows")
+    p.add_argument("--suite", default="int8,int4", help="comma list of int8, int4 (default both)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     a = p.parse_args(argv)
     dev = a.device
@@ -230,8 +239,8 @@ def main(argv=None):
           + (f"; DRAM read {bw:.1f} GB/s, int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak "
              f"{peaks['fp32_gflops']:.0f} GFLOP/s (measured)" if bw else ""))
     print("# %pk: DRAM rows = % of DRAM read bandwidth; hot qkernels rows = % of the measured peak of "
-          "their instruction (W8A8: int8 dot, W8A16: fp32 FMA)")
-    results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev)
+          "their instruction (W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
+    results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev, suite_names=a.suite.split(","))
     add_ratios(results, bw, peaks)
     print(format_table(results))
     os.makedirs(a.out, exist_ok=True)

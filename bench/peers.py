@@ -32,6 +32,36 @@ def qk_w8a16(x, w, many=False):
     return lambda: ops.int8_linear(x, packed, s, None, None), packed.numel()
 
 
+_INT4_CACHE = {}
+
+
+def _int4_sym(w, group_size=128):
+    """Symmetric int4 (q in [-8, 7]) + fp32 scales [N, G]; plain min/max (speed is what is measured),
+    cached so the DRAM rotation's many copies of the same weight quantize it once."""
+    key = (tuple(w.shape), tuple(w[0, :8].tolist()), group_size)
+    if key not in _INT4_CACHE:
+        from qkernels import reference as R
+        q, s, _ = R.quantize(w.float(), "per_group", 4, True, group_size)
+        _INT4_CACHE.clear()
+        _INT4_CACHE[key] = (q, s)
+    return _INT4_CACHE[key]
+
+
+def _qk_int4(act_bits):
+    def make(x, w, many=False):
+        from qkernels import reference as R
+        q, s = _int4_sym(w)
+        K, N = w.shape[1], w.shape[0]
+        packed = ops.pack_int4_weight(R.pack_int4(q).to(w.device), s.to(w.device), None, K, 128)
+        xin = x.half() if x.is_cuda else x  # GPU: fp16 activations, compared with cuBLAS fp16
+        return lambda: ops.int4_linear(xin, packed, None, N, 128, act_bits, True), packed.numel()
+    return make
+
+
+qk_w4a8 = _qk_int4(8)
+qk_w4a16 = _qk_int4(None)
+
+
 # ---- torch CPU peers ---------------------------------------------------------------------------
 def torch_fp32(x, w, many=False):
     w = w.clone()
@@ -75,6 +105,16 @@ def torch_int8pack(x, w, many=False):
     return lambda: torch._weight_int8pack_mm(xb, q, sb), q.numel()
 
 
+def torch_int4pack(x, w, many=False):
+    """torch._weight_int4pack_mm_for_cpu, group 128, bf16 activations (its fast CPU path: fp32 and
+    fp16 activations are 40-60x slower here). Dequant: (u - 8) * scale + zero, zero = 0."""
+    q, s = _int4_sym(w)
+    wp = torch._convert_weight_to_int4pack_for_cpu((q.int() + 8).contiguous(), 1)
+    sz = torch.stack([s.T, torch.zeros_like(s.T)], dim=-1).contiguous().bfloat16()  # [G, N, 2]
+    xb = x.bfloat16()
+    return lambda: torch._weight_int4pack_mm_for_cpu(xb, wp, 128, sz), wp.numel() + sz.numel() * 2
+
+
 # ---- onnxruntime (optional) --------------------------------------------------------------------
 def ort_dynamic_quant_matmul(x, w, many=False):
     import numpy as np
@@ -108,6 +148,38 @@ def ort_dynamic_quant_matmul(x, w, many=False):
 ort_dynamic_quant_matmul.own_thread_pool = True
 
 
+def ort_matmul_nbits(x, w, many=False):
+    """onnxruntime MatMulNBits: 4-bit, block 128, accuracy_level 4 (int8 activations, its fastest)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    q, s = _int4_sym(w)
+    N, K = w.shape
+    nb = -(-K // 128)
+    u = torch.nn.functional.pad(q.int() + 8, (0, nb * 128 - K), value=8).to(torch.uint8)
+    packed = (u[:, 0::2] | (u[:, 1::2] << 4)).reshape(N, nb, 64)  # low nibble = even k
+    b = helper.make_tensor("B", TensorProto.UINT8, [N, nb, 64], packed.numpy().tobytes(), raw=True)
+    bs = helper.make_tensor("scales", TensorProto.FLOAT, [N * nb], s.contiguous().numpy().tobytes(), raw=True)
+    node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
+                            K=K, N=N, bits=4, block_size=128, accuracy_level=4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, K])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, N])], [b, bs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = min(model.ir_version, 10)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    if many:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    xn = np.ascontiguousarray(x.numpy())
+    return lambda: sess.run(None, {"A": xn})[0], packed.numel() + s.numel() * 4
+
+
+ort_matmul_nbits.own_thread_pool = True
+
+
 def ort_available():
     try:
         import onnx  # noqa: F401
@@ -129,11 +201,25 @@ CPU_PEERS = {
 if ort_available():
     CPU_PEERS["onnxruntime DynamicQuantizeMatMul"] = ort_dynamic_quant_matmul
 
+CPU_W4 = {"qkernels W4A8": qk_w4a8, "qkernels W4A16": qk_w4a16}
+CPU_PEERS_W4 = {
+    "torch fp32 F.linear": torch_fp32,
+    "torch bf16 F.linear": torch_bf16,
+    "torch._weight_int4pack_mm (bf16 act)": torch_int4pack,
+}
+if ort_available():
+    CPU_PEERS_W4["onnxruntime MatMulNBits (acc lvl 4)"] = ort_matmul_nbits
+
 
 # ---- GPU peers ---------------------------------------------------------------------------------
 def cublas_bf16(x, w, many=False):
     xb, wb = x.bfloat16(), w.bfloat16()
     return lambda: torch.matmul(xb, wb.T), wb.numel() * 2
+
+
+def cublas_fp16(x, w, many=False):
+    xh, wh = x.half(), w.half()
+    return lambda: torch.matmul(xh, wh.T), wh.numel() * 2
 
 
 def cublas_int8(x, w, many=False):
@@ -147,4 +233,6 @@ def cublas_int8(x, w, many=False):
 
 
 GPU_OURS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16}
-GPU_PEERS = {"cuBLAS bf16 torch.matmul": cublas_bf16, "cuBLAS int8 torch._int_mm": cublas_int8}
+GPU_W4 = {"qkernels W4A16 (Triton)": qk_w4a16, "qkernels W4A8 (Triton)": qk_w4a8}
+GPU_PEERS = {"cuBLAS fp16 torch.matmul": cublas_fp16, "cuBLAS bf16 torch.matmul": cublas_bf16,
+             "cuBLAS int8 torch._int_mm": cublas_int8}

@@ -5,13 +5,15 @@
 #include "peak.h"
 #include "kernels.h"
 // Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
-// measured best here for both kernels (1-2 KiB left W8A16 ~30% slower).
+// measured best here for both kernels (1-2 KiB left W8A16 ~30% slower); the W4 kernels use the
+// same (W4A8: 1, 2, 4 and 8 KiB and none measured, 2-8 KiB alike, 1 KiB and none ~10% slower).
 #ifndef QK_PF8
 #define QK_PF8 4096
 #endif
 #ifndef QK_PF16
 #define QK_PF16 4096
 #endif
+
 
 namespace qk {
 namespace {
@@ -215,6 +217,11 @@ inline void ukernel_w4a8(const int8_t* a, int64_t lda, const int32_t* asum, cons
 // 4 bits of each dword index, so (v >> shift) picks u directly from the table {0, 1, .., 15}
 // (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28). c[r][j] += bcast(x[r][k]) * u; per group
 // y += (c - zz * xsum) * scale. MR x 4 fp32 accumulators (MR <= 6) + table, v, index, u.
+// c += u * bcast(x[k]) with the broadcast from memory; asm pins the accumulator (as dpbusd above).
+inline void fma_bcast(__m512& c, __m512 u, const float* x) {
+  asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(u), "m"(*x));
+}
+
 template <int MR>
 inline void ukernel_w4a16(const float* x, int64_t ldx, const float* xsum, const uint8_t* wp,
                           int64_t G, int64_t gk, float y[][kPanelN]) {
@@ -231,13 +238,15 @@ inline void ukernel_w4a16(const float* x, int64_t ldx, const float* xsum, const 
       const uint8_t* w = blk + k8 * 256;
       for (int l = 0; l < 4; ++l)
         _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
-      for (int j = 0; j < 4; ++j) {
-        const __m512i v = _mm512_loadu_si512(w + 64 * j);
-        for (int kk = 0; kk < 8; ++kk) {
-          const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
-          const __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v, sh) : v, table);
-          for (int r = 0; r < MR; ++r)
-            c[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(xg[r * ldx + 8 * k8 + kk]), u, c[r][j]);
+      __m512i v[4];
+      for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_si512(w + 64 * j);
+#pragma GCC unroll 8
+      for (int kk = 0; kk < 8; ++kk) {
+        const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
+          for (int r = 0; r < MR; ++r) fma_bcast(c[r][j], u, xg + r * ldx + 8 * k8 + kk);
         }
       }
     }
