@@ -1,9 +1,9 @@
 """The main job: quantize a small Llama-style decoder with qkernels and report what it buys.
 
 Builds a seeded random LlamaForCausalLM from a config (no download), swaps its nn.Linear layers
-with qkernels.quantize_ (W8A8 and W8A16), and prints
+with qkernels.quantize_ (W8A8, W8A16, and int4 group 128: W4A16, W4A8), and prints
   (a) logits SQNR vs the FP32 model, and parity of the native kernels with qkernels.reference,
-  (b) greedy decode tokens/s (batch 1, KV cache) for FP32, W8A8 and W8A16,
+  (b) greedy decode tokens/s (batch 1, KV cache) for FP32 and each variant,
   (c) the kernel table from bench/bench_kernels.py for one shape.
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ import bench_kernels  # noqa: E402
 import qkernels  # noqa: E402
 from qkernels import QuantConfig  # noqa: E402
 
-VARIANTS = {"W8A8": QuantConfig(weight_bits=8, act_bits=8), "W8A16": QuantConfig(weight_bits=8, act_bits=None)}
+VARIANTS = {"W8A8": QuantConfig(weight_bits=8, act_bits=8), "W8A16": QuantConfig(weight_bits=8, act_bits=None),
+            "W4A16": QuantConfig(weight_bits=4, act_bits=None, group_size=128),
+            "W4A8": QuantConfig(weight_bits=4, act_bits=8, group_size=128)}
 
 
 def build_model(hidden, layers, seed=0):
