@@ -411,11 +411,35 @@ Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::opt
   Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
   const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
-  Tensor xbuf = at::zeros({M, Kp}, x_in.options().dtype(at::kFloat));
-  xbuf.narrow(1, 0, K).copy_(x_in);
-  Tensor xsum = xbuf.view({M, G, gk}).sum(2);
-  qk::W4Args g{xbuf.data_ptr<float>(), Kp, nullptr, xsum.data_ptr<float>(), nullptr, G, gk, N, nullptr,
-               nullptr, N, false};
+  // fp32 rows padded to Kp with zeros, and each group's sum (one pass per row, in cache).
+  const Tensor x = x_in.contiguous();
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  Tensor xbuf = at::empty({M, Kp}, x.options().dtype(at::kFloat));
+  Tensor xsum = at::empty({M, G}, x.options().dtype(at::kFloat));
+  float* xb = xbuf.data_ptr<float>();
+  float* xs = xsum.data_ptr<float>();
+  const void* xp = x.data_ptr();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / Kp), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      float* row = xb + m * Kp;
+      if (bf16) {
+        const uint16_t* src = static_cast<const uint16_t*>(xp) + m * K;
+        for (int64_t k = 0; k < K; ++k) {
+          const uint32_t bits = uint32_t(src[k]) << 16;
+          std::memcpy(row + k, &bits, 4);
+        }
+      } else {
+        std::memcpy(row, static_cast<const float*>(xp) + m * K, K * sizeof(float));
+      }
+      std::memset(row + K, 0, (Kp - K) * sizeof(float));
+      for (int64_t g = 0; g < G; ++g) {
+        float sum = 0.0f;
+        for (int64_t k = g * gk; k < (g + 1) * gk; ++k) sum += row[k];
+        xs[m * G + g] = sum;
+      }
+    }
+  });
+  qk::W4Args g{xb, Kp, nullptr, xs, nullptr, G, gk, N, nullptr, nullptr, N, false};
   run_w4(active().gemm_w4a16, g, w_packed, bias, M, out);
   return out;
 }
