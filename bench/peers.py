@@ -116,19 +116,15 @@ def torch_int4pack(x, w, many=False):
 
 
 # ---- onnxruntime (optional) --------------------------------------------------------------------
-def ort_dynamic_quant_matmul(x, w, many=False):
+def _ort_run(node, initializers, x, N, many):
+    """A one-node onnxruntime session y = node(A = x) with the weights as initializers -> callable."""
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    q, s = _per_channel_int8(w)
-    K, N = w.shape[1], w.shape[0]
-    b = helper.make_tensor("B", TensorProto.INT8, [K, N], q.T.contiguous().numpy().tobytes(), raw=True)
-    bs = helper.make_tensor("B_scale", TensorProto.FLOAT, [N], s.numpy().tobytes(), raw=True)
-    bz = helper.make_tensor("B_zp", TensorProto.INT8, [N], bytes(N), raw=True)
-    node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "B_scale", "B_zp"], ["Y"], domain="com.microsoft")
+    K = x.shape[1]
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, K])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, N])], [b, bs, bz])
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, N])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = min(model.ir_version, 10)  # what current onnxruntime releases accept
     so = ort.SessionOptions()
@@ -140,7 +136,19 @@ def ort_dynamic_quant_matmul(x, w, many=False):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     xn = np.ascontiguousarray(x.numpy())
-    return lambda: sess.run(None, {"A": xn})[0], q.numel()
+    return lambda: sess.run(None, {"A": xn})[0]
+
+
+def ort_dynamic_quant_matmul(x, w, many=False):
+    from onnx import TensorProto, helper
+
+    q, s = _per_channel_int8(w)
+    K, N = w.shape[1], w.shape[0]
+    b = helper.make_tensor("B", TensorProto.INT8, [K, N], q.T.contiguous().numpy().tobytes(), raw=True)
+    bs = helper.make_tensor("B_scale", TensorProto.FLOAT, [N], s.numpy().tobytes(), raw=True)
+    bz = helper.make_tensor("B_zp", TensorProto.INT8, [N], bytes(N), raw=True)
+    node = helper.make_node("DynamicQuantizeMatMul", ["A", "B", "B_scale", "B_zp"], ["Y"], domain="com.microsoft")
+    return _ort_run(node, [b, bs, bz], x, N, many), q.numel()
 
 
 # Its own thread pool: alternating calls with ATen/OpenMP kernels would make each runtime's
@@ -150,8 +158,6 @@ ort_dynamic_quant_matmul.own_thread_pool = True
 
 def ort_matmul_nbits(x, w, many=False):
     """onnxruntime MatMulNBits: 4-bit, block 128, accuracy_level 4 (int8 activations, its fastest)."""
-    import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     q, s = _int4_sym(w)
@@ -163,18 +169,7 @@ def ort_matmul_nbits(x, w, many=False):
     bs = helper.make_tensor("scales", TensorProto.FLOAT, [N * nb], s.contiguous().numpy().tobytes(), raw=True)
     node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
                             K=K, N=N, bits=4, block_size=128, accuracy_level=4)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, K])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, N])], [b, bs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = min(model.ir_version, 10)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = torch.get_num_threads()
-    so.inter_op_num_threads = 1
-    if many:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    xn = np.ascontiguousarray(x.numpy())
-    return lambda: sess.run(None, {"A": xn})[0], packed.numel() + s.numel() * 4
+    return _ort_run(node, [b, bs], x, N, many), packed.numel() + s.numel() * 4
 
 
 ort_matmul_nbits.own_thread_pool = True

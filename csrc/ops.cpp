@@ -370,14 +370,22 @@ void run_w4(void (*gemm)(const qk::W4Args&, int64_t, int64_t, int64_t, int64_t),
   parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) { gemm(g, m0, m1, p0, p1); });
 }
 
+// The W4 ops' common start: input and weight checks, the [M, N] output, the group geometry.
+W4Geom begin_w4(const Tensor& x, const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t N,
+                int64_t group_size, Tensor& out) {
+  check_cpu(x, "x");
+  check_float_input(x, "x");
+  const W4Geom geo = check_w4_weights(w_packed, bias, x.size(1), N, group_size);
+  out = at::empty({x.size(0), N}, x.options());
+  return geo;
+}
+
 // W4A8: per-token int8 activations (quantize_per_token_int8's numbers) x int4 grouped weights.
 Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias,
                        int64_t N, int64_t group_size) {
-  check_cpu(x_in, "x");
-  check_float_input(x_in, "x");
+  Tensor out;
+  const W4Geom geo = begin_w4(x_in, w_packed, bias, N, group_size, out);
   const int64_t M = x_in.size(0), K = x_in.size(1);
-  const W4Geom geo = check_w4_weights(w_packed, bias, K, N, group_size);
-  Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
   const qk::Kernels& kt = active();
   const Tensor x = x_in.contiguous();
@@ -404,11 +412,9 @@ Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::op
 // W4A16: float activations (fp32 accumulation) x int4 grouped weights.
 Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias,
                       int64_t N, int64_t group_size) {
-  check_cpu(x_in, "x");
-  check_float_input(x_in, "x");
+  Tensor out;
+  const W4Geom geo = begin_w4(x_in, w_packed, bias, N, group_size, out);
   const int64_t M = x_in.size(0), K = x_in.size(1);
-  const W4Geom geo = check_w4_weights(w_packed, bias, K, N, group_size);
-  Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
   const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
   // fp32 rows padded to Kp with zeros, and each group's sum (one pass per row, in cache).
