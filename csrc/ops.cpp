@@ -136,7 +136,7 @@ void check_w8a8_weights(const Tensor& w_packed, const Tensor& w_scale, const std
 // too few panels to give every thread several tasks.
 template <typename F>
 void parallel_tiles(int64_t M, int64_t P, F&& f) {
-  constexpr int64_t kMr = 6;  // a multiple of every microkernel's MR (6, 2, 1)
+  constexpr int64_t kMr = 12;  // a multiple of every microkernel's MR (6, 4, 2, 1)
   const int64_t want = 4 * at::get_num_threads();
   int64_t mchunks = P >= want ? 1 : std::min((want + P - 1) / P, (M + kMr - 1) / kMr);
   const int64_t mc = qk::round_up((M + mchunks - 1) / mchunks, kMr);
@@ -450,6 +450,126 @@ Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::opt
   return out;
 }
 
+// ---- 2:4 sparse (float values, int8 values) -------------------------------------------------------
+int64_t s24_esize(at::ScalarType t, const char* what, bool allow_int8) {
+  if (t == at::kFloat) return 4;
+  if (t == at::kBFloat16) return 2;
+  TORCH_CHECK_TYPE(allow_int8 && t == at::kChar, what, " must be float32, bfloat16", allow_int8 ? " or int8" : "",
+                   ", got ", t);
+  return 1;
+}
+
+// values [N, Kp4/2] (Kp4 = round_up(K, 4)), meta uint8 [N, ceil(Kp4/8)] (qkernels.reference.sparse).
+Tensor pack_s24_cpu(const Tensor& values_in, const Tensor& meta_in, int64_t K) {
+  check_cpu(values_in, "values");
+  check_cpu(meta_in, "meta");
+  TORCH_CHECK_VALUE(K >= 1, "K (in_features) must be >= 1, got ", K);
+  const int64_t esize = s24_esize(values_in.scalar_type(), "values", true);
+  const int64_t G = qk::round_up(K, 4) / 4;
+  TORCH_CHECK_VALUE(values_in.dim() == 2 && values_in.size(0) >= 1 && values_in.size(1) == 2 * G,
+                    "values must have shape [N, ", 2 * G, "] for K=", K, ", got ", values_in.sizes());
+  const int64_t N = values_in.size(0);
+  TORCH_CHECK_TYPE(meta_in.scalar_type() == at::kByte, "meta must be uint8, got ", meta_in.scalar_type());
+  TORCH_CHECK_VALUE(meta_in.dim() == 2 && meta_in.size(0) == N && meta_in.size(1) == (G + 1) / 2,
+                    "meta must have shape [", N, ", ", (G + 1) / 2, "], got ", meta_in.sizes());
+  const Tensor values = values_in.contiguous(), meta = meta_in.contiguous();
+  const uint8_t* mp = meta.data_ptr<uint8_t>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < G; ++g) {
+      const int nib = (mp[n * ((G + 1) / 2) + g / 2] >> (4 * (g % 2))) & 0xf;
+      TORCH_CHECK_VALUE((nib & 3) < (nib >> 2), "meta: group ", g, " of row ", n,
+                        " must name two positions i0 < i1, got i0=", nib & 3, " i1=", nib >> 2);
+    }
+  const int64_t P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
+  Tensor out = at::empty({P, qk::s24_panel_bytes(K, esize)}, meta.options());
+  qk::pack_s24(values.data_ptr(), mp, N, K, esize, out.data_ptr<uint8_t>());
+  return out;
+}
+
+std::tuple<Tensor, Tensor> unpack_s24_cpu(const Tensor& packed_in, int64_t N, int64_t K, at::ScalarType dtype) {
+  checked_n(N);
+  TORCH_CHECK_VALUE(K >= 1, "K (in_features) must be >= 1, got ", K);
+  const int64_t esize = s24_esize(dtype, "dtype", true);
+  check_packed(packed_in, N, qk::s24_panel_bytes(K, esize), at::kByte);
+  const Tensor packed = packed_in.contiguous();
+  const int64_t G = qk::round_up(K, 4) / 4;
+  Tensor values = at::empty({N, 2 * G}, packed.options().dtype(dtype));
+  Tensor meta = at::empty({N, (G + 1) / 2}, packed.options());
+  qk::unpack_s24(packed.data_ptr<uint8_t>(), N, K, esize, values.data_ptr(), meta.data_ptr<uint8_t>());
+  return {values, meta};
+}
+
+// The 2:4 ops' common start: input and weight checks and the [M, N] output.
+void begin_s24(const Tensor& x, const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t N,
+               int64_t esize, Tensor& out) {
+  check_cpu(x, "x");
+  check_float_input(x, "x");
+  checked_n(N);
+  check_packed(w_packed, N, qk::s24_panel_bytes(x.size(1), esize), at::kByte);
+  if (bias) {
+    check_cpu(*bias, "bias");
+    TORCH_CHECK_TYPE(bias->scalar_type() == at::kFloat, "bias must be float32, got ", bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == N, "bias must have shape [", N, "], got ", bias->sizes());
+  }
+  out = at::empty({x.size(0), N}, x.options());
+}
+
+void run_s24(void (*gemm)(const qk::S24Args&, int64_t, int64_t, int64_t, int64_t), qk::S24Args g,
+             const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t M, Tensor& out) {
+  const Tensor wp = w_packed.contiguous();
+  std::optional<Tensor> b;
+  if (bias) b = bias->contiguous();
+  g.w = wp.data_ptr<uint8_t>();
+  g.bias = b ? b->data_ptr<float>() : nullptr;
+  g.out = out.data_ptr();
+  g.ldo = out.size(1);
+  g.out_bf16 = out.scalar_type() == at::kBFloat16;
+  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) { gemm(g, m0, m1, p0, p1); });
+}
+
+// Float 2:4: x (fp32 / bf16) x values (fp32 / bf16), fp32 accumulation.
+Tensor s24_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t N,
+                      at::ScalarType value_dtype) {
+  Tensor out;
+  begin_s24(x_in, w_packed, bias, N, s24_esize(value_dtype, "value_dtype", false), out);
+  const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, qk::kS24BlockK);
+  if (M == 0) return out;
+  Tensor xbuf = at::zeros({M, Kp}, x_in.options().dtype(at::kFloat));
+  xbuf.narrow(1, 0, K).copy_(x_in);
+  qk::S24Args g{xbuf.data_ptr<float>(), Kp, nullptr, nullptr, K, N, value_dtype == at::kBFloat16, nullptr,
+                nullptr, nullptr, N, false};
+  run_s24(active().gemm_s24_float, g, w_packed, bias, M, out);
+  return out;
+}
+
+// int8 2:4 with dynamic per-token int8 activations (quantize_per_token_int8's numbers), fused.
+Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor& w_scale,
+                           const std::optional<Tensor>& bias, int64_t N) {
+  Tensor out;
+  begin_s24(x_in, w_packed, bias, N, 1, out);
+  check_epilogue(w_scale, bias, N);
+  const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, qk::kS24BlockK);
+  // int32 must hold the sum of K/2 products of at most 128 * 127.
+  TORCH_CHECK_VALUE(K <= 200000, "K (in_features) must be <= 200000 for exact int32 accumulation, got ", K);
+  if (M == 0) return out;
+  const qk::Kernels& kt = active();
+  const Tensor x = x_in.contiguous();
+  Tensor a8 = at::empty({M, K}, x.options().dtype(at::kChar));
+  Tensor a16 = at::empty({M, Kp}, x.options().dtype(at::kShort));
+  Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
+  int8_t* q = a8.data_ptr<int8_t>();
+  int16_t* w16 = a16.data_ptr<int16_t>();
+  quantize_rows(kt, x, q, K, a_scale.data_ptr<float>(), [&](int64_t m) {
+    for (int64_t k = 0; k < K; ++k) w16[m * Kp + k] = q[m * K + k];
+    for (int64_t k = K; k < Kp; ++k) w16[m * Kp + k] = 0;
+  });
+  const Tensor ws = w_scale.contiguous();
+  qk::S24Args g{w16, Kp, a_scale.data_ptr<float>(), nullptr, K, N, false, ws.data_ptr<float>(), nullptr,
+                nullptr, N, false};
+  run_s24(kt.gemm_s24_i8, g, w_packed, bias, M, out);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(qkernels, m) {
@@ -467,6 +587,10 @@ TORCH_LIBRARY(qkernels, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("w4a8_linear(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
   m.def("w4a16_gemm(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
+  m.def("pack_s24(Tensor values, Tensor meta, SymInt K) -> Tensor");
+  m.def("unpack_s24(Tensor w_packed, SymInt N, SymInt K, ScalarType dtype) -> (Tensor, Tensor)");
+  m.def("s24_linear(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, ScalarType value_dtype) -> Tensor");
+  m.def("s24_w8a8_linear(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
@@ -482,4 +606,8 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("unpack_w4", &unpack_w4_cpu);
   m.impl("w4a8_linear", &w4a8_linear_cpu);
   m.impl("w4a16_gemm", &w4a16_gemm_cpu);
+  m.impl("pack_s24", &pack_s24_cpu);
+  m.impl("unpack_s24", &unpack_s24_cpu);
+  m.impl("s24_linear", &s24_linear_cpu);
+  m.impl("s24_w8a8_linear", &s24_w8a8_linear_cpu);
 }

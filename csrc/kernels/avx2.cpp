@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "avx2.h"
+#include "sparse.h"
 #include "w4_avx2.h"
 #include "driver.h"
 #include "peak.h"
@@ -227,6 +228,7 @@ double peak_f32_avx2() {  // vfmadd231ps ymm: 8 FMAs
 
 const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
                               gemm_w8a8_avx2, gemm_w8a16_avx2, gemm_w4a8_avx2,
-                              gemm_w4a16_avx2, peak_int8_avx2, peak_f32_avx2};
+                              gemm_w4a16_avx2, gemm_s24_float_avx2, gemm_s24_i8_avx2,
+                              peak_int8_avx2, peak_f32_avx2};
 
 }  // namespace qk

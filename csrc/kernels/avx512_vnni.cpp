@@ -3,6 +3,7 @@
 
 #include "driver.h"
 #include "peak.h"
+#include "sparse.h"
 #include "kernels.h"
 // Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
 // measured best here for both kernels (1-2 KiB left W8A16 ~30% slower); the W4 kernels use the
@@ -308,7 +309,8 @@ double peak_f32_avx512() {  // vfmadd231ps zmm: 16 FMAs
 
 const Kernels kAvx512VnniKernels = {Isa::avx512_vnni, true, quant_row_f32_avx512,
                                     quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
-                                    gemm_w4a8_avx512, gemm_w4a16_avx512,
+                                    gemm_w4a8_avx512, gemm_w4a16_avx512, gemm_s24_float_avx512,
+                                    gemm_s24_i8_avx512,
                                     peak_int8_avx512, peak_f32_avx512};
 
 }  // namespace qk

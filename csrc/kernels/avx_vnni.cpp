@@ -4,6 +4,7 @@
 #include "avx2.h"
 #include "driver.h"
 #include "peak.h"
+#include "sparse.h"
 #include "w4_avx2.h"
 
 namespace qk {
@@ -68,7 +69,8 @@ double peak_int8_avxvnni() {  // {vex} vpdpbusd ymm: 32 MACs
 
 const Kernels kAvxVnniKernels = {Isa::avx_vnni, true, quant_row_f32_avx2, quant_row_bf16_avx2,
                                  gemm_w8a8_avxvnni, gemm_w8a16_avx2, gemm_w4a8_avxvnni,
-                                 gemm_w4a16_avx2, peak_int8_avxvnni,
+                                 gemm_w4a16_avx2, gemm_s24_float_avx2,
+                                 gemm_s24_i8_avx2, peak_int8_avxvnni,
                                  peak_f32_avx2};
 
 }  // namespace qk

@@ -1,6 +1,8 @@
 // The row x panel loop every ISA's GEMM shares: a microkernel fills int32/fp32 accumulators for
 // up to MR rows of one 64-column panel, then the shared epilogue (epilogue.h) writes them out.
 #pragma once
+#include <type_traits>
+
 #include "epilogue.h"
 #include "kernels.h"
 
@@ -58,6 +60,31 @@ inline void drive_w4(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
       for (int r = 0; r < mr; ++r)
         epilogue_w4(acc[r], A8 ? g.a_scale + m + r : nullptr, g.bias ? g.bias + p * kPanelN : nullptr,
                     cols, out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16), g.out_bf16);
+    }
+  }
+}
+
+// uk(mr, m, panel, acc) fills acc[r][n] for rows m + r < m + mr of one 2:4 panel: fp32 sums
+// (float values) or exact int32 sums (I8); the epilogue adds bias / applies the W8A8 scales.
+template <int MR, bool I8, typename Ukernel>
+inline void drive_s24(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Ukernel uk) {
+  using Acc = std::conditional_t<I8, int32_t, float>;
+  alignas(64) Acc acc[MR][kPanelN];
+  const int64_t pb = s24_panel_bytes(g.K, I8 ? 1 : (g.values_bf16 ? 2 : 4));
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* wp = g.w + p * pb;
+    const int64_t cols = panel_cols(g.N, p);
+    const float* bias = g.bias ? g.bias + p * kPanelN : nullptr;
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = int(m1 - m < MR ? m1 - m : MR);
+      uk(mr, m, wp, acc);
+      for (int r = 0; r < mr; ++r) {
+        void* out = out_row(g.out, g.ldo, m + r, p * kPanelN, g.out_bf16);
+        if constexpr (I8)
+          epilogue_w8a8(acc[r], g.a_scale[m + r], g.w_scale + p * kPanelN, bias, cols, out, g.out_bf16);
+        else
+          epilogue_w4(acc[r], nullptr, bias, cols, out, g.out_bf16);
+      }
     }
   }
 }

@@ -98,6 +98,44 @@ struct W4Args {
   bool out_bf16;
 };
 
+// 2:4 sparse panel p (64 columns). K is padded to Kp = round_up(K, 32): blocks of 32 k (8 groups
+// of 4). Per block (s24_block_bytes(esize) bytes, blocks back to back):
+//   bytes [0, 256):   u32 meta[n] for n in [0, 64): bits 2g..2g+1 = i0 of group g, bits
+//                     16+2g..16+2g+1 = i1 of group g (g = 0..7; i0 < i1 the kept positions)
+//   then for g in [0, 8): for j in [0, 4) (columns 16j .. 16j+15), 32 * esize bytes:
+//     fp32 values:      v0[16] then v1[16]            (two vectors: one FMA each)
+//     bf16 / int8:      16 pairs (v0, v1)             (one dword / word per column)
+// A shift of meta puts a group's index in the low bits of each lane, where vpermps (fp32 lanes,
+// activation window of 4 broadcast to every 128-bit quad) and vpermw (int16 lanes, window of 4
+// broadcast to every qword) gather the activations. Padding: values 0, meta 0.
+constexpr int64_t kS24BlockK = 32;
+inline int64_t s24_block_bytes(int64_t esize) { return 4 * kPanelN + 8 * 4 * 32 * esize; }
+inline int64_t s24_panel_bytes(int64_t K, int64_t esize) {
+  return round_up(K, kS24BlockK) / kS24BlockK * s24_block_bytes(esize);
+}
+// values: [N][Kp4/2] (Kp4 = round_up(K, 4)) of esize bytes each, meta: [N][ceil(Kp4/8)] uint8
+// (qkernels.reference.sparse format: group g in byte g/2, nibble g%2, i0 | i1 << 2).
+void pack_s24(const void* values, const uint8_t* meta, int64_t N, int64_t K, int64_t esize, uint8_t* out);
+void unpack_s24(const uint8_t* packed, int64_t N, int64_t K, int64_t esize, void* values, uint8_t* meta);
+
+// Inputs to the 2:4 GEMMs: activations padded to Kp = round_up(K, 32) with zeros.
+//   float: x fp32 [M][Kp], values fp32 or bf16 (values_bf16): out = sum_k x * w + bias (fp32)
+//   int8:  a int16 [M][Kp] (int8 activations widened), values int8: exact int32 acc, then the
+//          W8A8 epilogue ((float)acc * a_scale) * w_scale + bias
+struct S24Args {
+  const void* a;
+  int64_t lda;
+  const float* a_scale;  // int8 only
+  const uint8_t* w;
+  int64_t K, N;
+  bool values_bf16;      // float only
+  const float* w_scale;  // int8 only
+  const float* bias;
+  void* out;
+  int64_t ldo;
+  bool out_bf16;
+};
+
 struct Kernels {
   Isa isa;
   bool a_u8;  // the W8A8 kernel wants activations shifted to u8 (vpdpbusd); colsum compensates
@@ -109,6 +147,8 @@ struct Kernels {
   void (*gemm_w8a16)(const W8A16Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_w4a8)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_w4a16)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_s24_float)(const S24Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_s24_i8)(const S24Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   // Measured single-thread ceilings of this path's inner instructions, in ops/s (a MAC is 2 ops):
   // the int8 dot instruction and the fp32 FMA. The bench reports "% of peak" against them.
   double (*peak_int8_ops)();

@@ -84,4 +84,52 @@ void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t g
   }
 }
 
+// Byte offset, inside a 2:4 block, of value t (0: v0, 1: v1) of column c in group g.
+static inline int64_t s24_value_offset(int64_t g, int64_t c, int t, int64_t esize) {
+  const int64_t base = 4 * kPanelN + (g * 4 + c / 16) * 32 * esize;
+  if (esize == 4) return base + (t * 16 + c % 16) * 4;   // planar v0[16], v1[16]
+  return base + ((c % 16) * 2 + t) * esize;              // pairs
+}
+
+void pack_s24(const void* values, const uint8_t* meta, int64_t N, int64_t K, int64_t esize, uint8_t* out) {
+  const int64_t P = round_up(N, kPanelN) / kPanelN, pb = s24_panel_bytes(K, esize);
+  const int64_t G = round_up(K, 4) / 4, vrow = 2 * G * esize, mrow = (G + 1) / 2;
+  std::memset(out, 0, P * pb);
+  const uint8_t* v = static_cast<const uint8_t*>(values);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t c = n % kPanelN;
+    for (int64_t g = 0; g < G; ++g) {
+      uint8_t* blk = out + (n / kPanelN) * pb + (g / 8) * s24_block_bytes(esize);
+      const int64_t gl = g % 8;
+      const uint32_t nib = (meta[n * mrow + g / 2] >> (4 * (g % 2))) & 0xf;
+      uint32_t m;
+      std::memcpy(&m, blk + 4 * c, 4);
+      m |= ((nib & 3) << (2 * gl)) | ((nib >> 2) << (16 + 2 * gl));
+      std::memcpy(blk + 4 * c, &m, 4);
+      for (int t = 0; t < 2; ++t)
+        std::memcpy(blk + s24_value_offset(gl, c, t, esize), v + n * vrow + (2 * g + t) * esize, esize);
+    }
+  }
+}
+
+void unpack_s24(const uint8_t* packed, int64_t N, int64_t K, int64_t esize, void* values, uint8_t* meta) {
+  const int64_t pb = s24_panel_bytes(K, esize);
+  const int64_t G = round_up(K, 4) / 4, vrow = 2 * G * esize, mrow = (G + 1) / 2;
+  uint8_t* v = static_cast<uint8_t*>(values);
+  std::memset(meta, 0, N * mrow);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t c = n % kPanelN;
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* blk = packed + (n / kPanelN) * pb + (g / 8) * s24_block_bytes(esize);
+      const int64_t gl = g % 8;
+      uint32_t m;
+      std::memcpy(&m, blk + 4 * c, 4);
+      const uint32_t nib = ((m >> (2 * gl)) & 3) | (((m >> (16 + 2 * gl)) & 3) << 2);
+      meta[n * mrow + g / 2] |= static_cast<uint8_t>(nib << (4 * (g % 2)));
+      for (int t = 0; t < 2; ++t)
+        std::memcpy(v + n * vrow + (2 * g + t) * esize, blk + s24_value_offset(gl, c, t, esize), esize);
+    }
+  }
+}
+
 }  // namespace qk

@@ -75,10 +75,66 @@ void gemm_w4a16_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int6
   });
 }
 
+// 2:4: the two kept positions of group gl (0..7) of a block's column c, from its meta word.
+inline void s24_idx(const uint8_t* blk, int64_t c, int gl, int* i0, int* i1) {
+  uint32_t m;
+  std::memcpy(&m, blk + 4 * c, 4);
+  *i0 = (m >> (2 * gl)) & 3;
+  *i1 = (m >> (16 + 2 * gl)) & 3;
+}
+
+void gemm_s24_float_scalar(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t esize = g.values_bf16 ? 2 : 4, nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<1, false>(g, m0, m1, p0, p1, [&](int, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    for (int64_t c = 0; c < kPanelN; ++c) acc[0][c] = 0.0f;
+    for (int64_t b = 0; b < nblk; ++b) {
+      const uint8_t* blk = wp + b * s24_block_bytes(esize);
+      for (int gl = 0; gl < 8; ++gl)
+        for (int64_t c = 0; c < kPanelN; ++c) {
+          int i[2];
+          s24_idx(blk, c, gl, &i[0], &i[1]);
+          for (int t = 0; t < 2; ++t) {
+            const uint8_t* vp = blk + 4 * kPanelN + (gl * 4 + c / 16) * 32 * esize;
+            float v;
+            if (esize == 4) {
+              std::memcpy(&v, vp + (t * 16 + c % 16) * 4, 4);
+            } else {
+              uint16_t h;
+              std::memcpy(&h, vp + ((c % 16) * 2 + t) * 2, 2);
+              v = bf16_to_f32(h);
+            }
+            acc[0][c] += v * x[b * kS24BlockK + 4 * gl + i[t]];
+          }
+        }
+    }
+  });
+}
+
+void gemm_s24_i8_scalar(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<1, true>(g, m0, m1, p0, p1, [&](int, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
+    const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
+    for (int64_t c = 0; c < kPanelN; ++c) acc[0][c] = 0;
+    for (int64_t b = 0; b < nblk; ++b) {
+      const uint8_t* blk = wp + b * s24_block_bytes(1);
+      for (int gl = 0; gl < 8; ++gl)
+        for (int64_t c = 0; c < kPanelN; ++c) {
+          int i[2];
+          s24_idx(blk, c, gl, &i[0], &i[1]);
+          const int8_t* vp = reinterpret_cast<const int8_t*>(blk + 4 * kPanelN + (gl * 4 + c / 16) * 32);
+          for (int t = 0; t < 2; ++t)
+            acc[0][c] += int32_t(vp[(c % 16) * 2 + t]) * a[b * kS24BlockK + 4 * gl + i[t]];
+        }
+    }
+  });
+}
+
 }  // namespace
 
 const Kernels kScalarKernels = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
                                 gemm_w8a8_scalar, gemm_w8a16_scalar, gemm_w4a8_scalar,
-                                gemm_w4a16_scalar, no_peak, no_peak};
+                                gemm_w4a16_scalar, gemm_s24_float_scalar,
+                                gemm_s24_i8_scalar, no_peak, no_peak};
 
 }  // namespace qk

@@ -1,0 +1,119 @@
+// AVX2 2:4 sparse GEMMs (-mavx2 -mfma; also the AVX-VNNI path's): the layout of kernels.h read
+// 8 columns per ymm, half a panel (32 columns) per call.
+#include <immintrin.h>
+
+#include "driver.h"
+#include "sparse.h"
+
+namespace qk {
+namespace {
+
+// Byte offsets of the 8 columns 8*jj .. 8*jj+7 of half `half` inside group gl's value area.
+inline int64_t col16(int half, int jj) { return 2 * half + jj / 2; }
+
+// gemm_s24f32_2x32_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window of
+// 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
+template <int MR, bool BF16>
+inline void ukernel_s24f_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
+                              float acc[][kPanelN], int half) {
+  constexpr int64_t esize = BF16 ? 2 : 4;
+  __m256 c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_ps();
+  const __m256i hi16 = _mm256_set1_epi32(int(0xffff0000u));
+  for (int64_t b = 0; b < nblk; ++b) {
+    const uint8_t* blk = wp + b * s24_block_bytes(esize);
+    for (int gl = 0; gl < 8; ++gl) {
+      __m256 xw[MR];
+      for (int r = 0; r < MR; ++r) xw[r] = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x + r * ldx + b * kS24BlockK + 4 * gl));
+      const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
+      for (int jj = 0; jj < 4; ++jj) {
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
+        const __m256i i0 = _mm256_srli_epi32(m, 2 * gl), i1 = _mm256_srli_epi32(m, 16 + 2 * gl);
+        const int64_t h = jj % 2;
+        __m256 v0, v1;
+        if constexpr (BF16) {
+          const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + col16(half, jj) * 64 + h * 32));
+          v0 = _mm256_castsi256_ps(_mm256_slli_epi32(d, 16));
+          v1 = _mm256_castsi256_ps(_mm256_and_si256(d, hi16));
+        } else {
+          v0 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + h * 32));
+          v1 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + 64 + h * 32));
+        }
+        for (int r = 0; r < MR; ++r) {
+          c[r][jj] = _mm256_fmadd_ps(v0, _mm256_permutevar8x32_ps(xw[r], i0), c[r][jj]);
+          c[r][jj] = _mm256_fmadd_ps(v1, _mm256_permutevar8x32_ps(xw[r], i1), c[r][jj]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int jj = 0; jj < 4; ++jj) _mm256_storeu_ps(acc[r] + half * 32 + 8 * jj, c[r][jj]);
+}
+
+// gemm_s24s8s32_2x32_avx2: no vpermw here, so the (a[i0], a[i1]) int16 pair of each column is a
+// vpshufb of the 8-byte window (broadcast to every qword) with control bytes 2i, 2i+1 per word
+// (i * 0x0202 + 0x0100); vpmaddwd with the sign-extended (v0, v1) pair adds both products exactly.
+template <int MR>
+inline void ukernel_s24i8_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
+                               int32_t acc[][kPanelN], int half) {
+  __m256i c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_si256();
+  const __m256i three = _mm256_set1_epi16(3), mul = _mm256_set1_epi16(0x0202), add = _mm256_set1_epi16(0x0100);
+  for (int64_t b = 0; b < nblk; ++b) {
+    const uint8_t* blk = wp + b * s24_block_bytes(1);
+    for (int gl = 0; gl < 8; ++gl) {
+      __m256i aw[MR];
+      for (int r = 0; r < MR; ++r) {
+        int64_t q;
+        std::memcpy(&q, a + r * lda + b * kS24BlockK + 4 * gl, 8);
+        aw[r] = _mm256_set1_epi64x(q);
+      }
+      const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
+      for (int jj = 0; jj < 4; ++jj) {
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
+        const __m256i idx = _mm256_and_si256(_mm256_srli_epi16(m, 2 * gl), three);
+        const __m256i ctrl = _mm256_add_epi16(_mm256_mullo_epi16(idx, mul), add);
+        const __m256i v = _mm256_cvtepi8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vg + col16(half, jj) * 32 + (jj % 2) * 16)));
+        for (int r = 0; r < MR; ++r)
+          c[r][jj] = _mm256_add_epi32(c[r][jj], _mm256_madd_epi16(v, _mm256_shuffle_epi8(aw[r], ctrl)));
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int jj = 0; jj < 4; ++jj)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * jj), c[r][jj]);
+}
+
+}  // namespace
+
+void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<2, false>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    for (int half = 0; half < 2; ++half) {
+      if (g.values_bf16) {
+        if (mr == 2) ukernel_s24f_avx2<2, true>(x, g.lda, wp, nblk, acc, half);
+        else ukernel_s24f_avx2<1, true>(x, g.lda, wp, nblk, acc, half);
+      } else {
+        if (mr == 2) ukernel_s24f_avx2<2, false>(x, g.lda, wp, nblk, acc, half);
+        else ukernel_s24f_avx2<1, false>(x, g.lda, wp, nblk, acc, half);
+      }
+    }
+  });
+}
+
+void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<2, true>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
+    const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
+    for (int half = 0; half < 2; ++half) {
+      if (mr == 2) ukernel_s24i8_avx2<2>(a, g.lda, wp, nblk, acc, half);
+      else ukernel_s24i8_avx2<1>(a, g.lda, wp, nblk, acc, half);
+    }
+  });
+}
+
+}  // namespace qk

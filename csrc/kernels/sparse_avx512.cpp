@@ -1,0 +1,138 @@
+// AVX-512 2:4 sparse GEMMs (same flags as avx512_vnni.cpp): activations gathered by the metadata
+// in registers, so only the kept half of the weights is ever read.
+#include <immintrin.h>
+
+#include "driver.h"
+#include "sparse.h"
+
+namespace qk {
+namespace {
+
+// ---- float values: gemm_s24f32_MRx64_avx512 -----------------------------------------------------
+// Per block (32 k) the 64 columns' meta words sit in m[0..3] (16 lanes each). For group g:
+//   xw[r]   = x[r][4g .. 4g+3] broadcast to all four 128-bit quads (vbroadcastf32x4)
+//   i0 = m >> 2g, i1 = m >> (16 + 2g): vpermps reads the low 4 bits of each lane, and since every
+//   quad holds the same 4 activations, only the low 2 bits (the kept position) matter.
+//   c[r][j] += v0 * vpermps(i0, xw[r]) + v1 * vpermps(i1, xw[r])
+// Values: fp32 as two vectors (v0[16], v1[16]); bf16 as 16 (v0, v1) pairs, widened by a shift
+// (v0: pair << 16) and a mask (v1: pair & 0xffff0000). MR <= 4: 16 accumulators + 4 meta + temps.
+template <int MR, bool BF16>
+inline void ukernel_s24f(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
+  constexpr int64_t esize = BF16 ? 2 : 4;
+  __m512 c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
+  const __m512i hi16 = _mm512_set1_epi32(int(0xffff0000u));
+  for (int64_t b = 0; b < nblk; ++b) {
+    const uint8_t* blk = wp + b * s24_block_bytes(esize);
+    for (int l = 0; l < int(s24_block_bytes(esize) / 64); l += 4)
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4096 + 64 * l, _MM_HINT_T0);
+    __m512i m[4];
+    for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
+#pragma GCC unroll 8
+    for (int gl = 0; gl < 8; ++gl) {
+      __m512 xw[MR];
+      for (int r = 0; r < MR; ++r) xw[r] = _mm512_broadcast_f32x4(_mm_loadu_ps(x + r * ldx + b * kS24BlockK + 4 * gl));
+      const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512i i0 = _mm512_srli_epi32(m[j], 2 * gl), i1 = _mm512_srli_epi32(m[j], 16 + 2 * gl);
+        __m512 v0, v1;
+        if constexpr (BF16) {
+          const __m512i d = _mm512_loadu_si512(vg + j * 64);
+          v0 = _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+          v1 = _mm512_castsi512_ps(_mm512_and_si512(d, hi16));
+        } else {
+          v0 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128));
+          v1 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128 + 64));
+        }
+        for (int r = 0; r < MR; ++r) {
+          c[r][j] = _mm512_fmadd_ps(v0, _mm512_permutexvar_ps(i0, xw[r]), c[r][j]);
+          c[r][j] = _mm512_fmadd_ps(v1, _mm512_permutexvar_ps(i1, xw[r]), c[r][j]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[r] + 16 * j, c[r][j]);
+}
+
+// ---- int8 values: gemm_s24s8s32_MRx64_avx512vnni ------------------------------------------------
+// Activations are int16 (widened once per row). For group g: aw[r] = a[r][4g .. 4g+3] broadcast to
+// every qword; idx = m >> 2g as 16-bit lanes puts i0 in the low bits of word 0 and i1 in word 1 of
+// each column's dword; vpermw (low 5 bits; all qwords equal, so the low 2 bits decide) gathers
+// (a[i0], a[i1]) per column, and vpdpwssd adds v0 * a[i0] + v1 * a[i1] to int32 lanes: exact.
+inline void dpwssd(__m512i& c, __m512i v, __m512i a) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(c) : "v"(v), "v"(a));
+}
+
+template <int MR>
+inline void ukernel_s24i8(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
+  __m512i c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
+  for (int64_t b = 0; b < nblk; ++b) {
+    const uint8_t* blk = wp + b * s24_block_bytes(1);
+    for (int l = 0; l < int(s24_block_bytes(1) / 64); l += 4)
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4096 + 64 * l, _MM_HINT_T0);
+    __m512i m[4];
+    for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
+#pragma GCC unroll 8
+    for (int gl = 0; gl < 8; ++gl) {
+      __m512i aw[MR];
+      for (int r = 0; r < MR; ++r) {
+        int64_t q;
+        std::memcpy(&q, a + r * lda + b * kS24BlockK + 4 * gl, 8);
+        aw[r] = _mm512_set1_epi64(q);
+      }
+      const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512i idx = _mm512_srli_epi16(m[j], 2 * gl);
+        const __m512i v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + j * 32)));
+        for (int r = 0; r < MR; ++r) dpwssd(c[r][j], v, _mm512_permutexvar_epi16(idx, aw[r]));
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[r] + 16 * j, c[r][j]);
+}
+
+}  // namespace
+
+void gemm_s24_float_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<4, false>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+    const float* x = static_cast<const float*>(g.a) + m * g.lda;
+    if (g.values_bf16) {
+      switch (mr) {
+        case 1: ukernel_s24f<1, true>(x, g.lda, wp, nblk, acc); break;
+        case 2: ukernel_s24f<2, true>(x, g.lda, wp, nblk, acc); break;
+        case 3: ukernel_s24f<3, true>(x, g.lda, wp, nblk, acc); break;
+        default: ukernel_s24f<4, true>(x, g.lda, wp, nblk, acc); break;
+      }
+    } else {
+      switch (mr) {
+        case 1: ukernel_s24f<1, false>(x, g.lda, wp, nblk, acc); break;
+        case 2: ukernel_s24f<2, false>(x, g.lda, wp, nblk, acc); break;
+        case 3: ukernel_s24f<3, false>(x, g.lda, wp, nblk, acc); break;
+        default: ukernel_s24f<4, false>(x, g.lda, wp, nblk, acc); break;
+      }
+    }
+  });
+}
+
+void gemm_s24_i8_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_s24<4, true>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
+    const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
+    switch (mr) {
+      case 1: ukernel_s24i8<1>(a, g.lda, wp, nblk, acc); break;
+      case 2: ukernel_s24i8<2>(a, g.lda, wp, nblk, acc); break;
+      case 3: ukernel_s24i8<3>(a, g.lda, wp, nblk, acc); break;
+      default: ukernel_s24i8<4>(a, g.lda, wp, nblk, acc); break;
+    }
+  });
+}
+
+}  // namespace qk
