@@ -109,6 +109,43 @@ def _(x, w_packed, bias, N, group_size):
     return x.new_empty((x.shape[0], N))
 
 
+_ESIZE = {torch.float32: 4, torch.bfloat16: 2, torch.int8: 1}
+
+
+def s24_panel_bytes(K: int, esize: int) -> int:
+    return -(-K // 32) * (4 * PANEL_N + 8 * 4 * 32 * esize)
+
+
+def s24_cuda_blob_bytes(N: int, K: int, esize: int) -> int:
+    """Bytes of the CUDA 2:4 blob (triton_kernels/s24_gemm.py): values then meta."""
+    G = -(-K // 4)
+    return N * 2 * G * esize + N * ((G + 1) // 2)
+
+
+@torch.library.register_fake("qkernels::pack_s24")
+def _(values, meta, K):
+    N, esize = values.shape[0], _ESIZE[values.dtype]
+    if values.device.type == "cuda":
+        return meta.new_empty((s24_cuda_blob_bytes(N, K, esize),))
+    return meta.new_empty((_panels(N), s24_panel_bytes(K, esize)))
+
+
+@torch.library.register_fake("qkernels::unpack_s24")
+def _(w_packed, N, K, dtype):
+    G = -(-K // 4)
+    return w_packed.new_empty((N, 2 * G), dtype=dtype), w_packed.new_empty((N, (G + 1) // 2))
+
+
+@torch.library.register_fake("qkernels::s24_linear")
+def _(x, w_packed, bias, N, value_dtype):
+    return x.new_empty((x.shape[0], N))
+
+
+@torch.library.register_fake("qkernels::s24_w8a8_linear")
+def _(x, w_packed, w_scale, bias, N):
+    return x.new_empty((x.shape[0], N))
+
+
 _cuda_registered = False
 
 
@@ -206,3 +243,36 @@ def int4_linear(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | No
     if act_bits == 8:
         return _ops.w4a8_linear(x, w_packed, bias, N, group_size)
     return _ops.w4a16_gemm(x, w_packed, bias, N, group_size)
+
+
+# ---- 2:4 sparse ----------------------------------------------------------------------------------
+def pack_sparse24_weight(values: torch.Tensor, meta: torch.Tensor, K: int) -> torch.Tensor:
+    """The one copy of a 2:4 weight a module keeps (CPU: panels, csrc/kernels/kernels.h; CUDA:
+    triton_kernels/s24_gemm.py). values [N, Kp/2] fp32/bf16/int8 and meta uint8 as in
+    qkernels.reference.sparse."""
+    _ensure_cuda(values.device)
+    return _ops.pack_s24(values, meta, K)
+
+
+def unpack_sparse24_weight(w_packed: torch.Tensor, N: int, K: int, dtype: torch.dtype):
+    """Inverse of pack_sparse24_weight: (values [N, Kp/2], meta uint8)."""
+    _ensure_cuda(w_packed.device)
+    return _ops.unpack_s24(w_packed, N, K, dtype)
+
+
+def sparse24_linear(x: torch.Tensor, w_packed: torch.Tensor, value_dtype: torch.dtype,
+                    w_scale: torch.Tensor | None, bias: torch.Tensor | None, N: int) -> torch.Tensor:
+    """y = x @ W.T + bias for 2-D x and a 2:4 weight from pack_sparse24_weight.
+
+    value_dtype int8 (with per-channel w_scale): dynamic per-token int8 activations, exact int32
+    accumulation; float32 / bfloat16 values: fp32 accumulation.
+    """
+    if current_backend() == "reference":
+        values, meta = unpack_sparse24_weight(w_packed, N, x.shape[1], value_dtype)
+        if value_dtype == torch.int8:
+            return ref.linear_sparse24_w8a8(x, values, meta, w_scale, bias)
+        return ref.sparse24_linear(x, values, meta, bias)
+    _ensure_cuda(x.device)
+    if value_dtype == torch.int8:
+        return _ops.s24_w8a8_linear(x, w_packed, w_scale, bias, N)
+    return _ops.s24_linear(x, w_packed, bias, N, value_dtype)

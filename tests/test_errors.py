@@ -97,8 +97,23 @@ def test_not_yet_implemented_is_loud():
         QuantLinear.from_float(nn.Linear(8, 8), group_size=64)
     with pytest.raises(NotImplementedError, match="symmetric"):
         QuantLinear.from_float(nn.Linear(8, 8), symmetric=False)
-    with pytest.raises(NotImplementedError, match="2:4"):
-        SparseLinear.from_float(nn.Linear(8, 8))
+
+def test_sparse_linear_errors():
+    with pytest.raises(ValueError, match="weight_bits must be None .* or 8"):
+        SparseLinear.from_float(nn.Linear(8, 8), weight_bits=4)
+    lin = nn.Linear(8, 8)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        SparseLinear.from_float(lin)
+    s = SparseLinear.from_float(nn.Linear(8, 4))
+    with pytest.raises(ValueError, match="x.shape\\[-1\\] must equal in_features=8"):
+        s(torch.randn(2, 7))
+    with pytest.raises(TypeError, match="x must have dtype"):
+        s(torch.randn(2, 8).double())
+    meta = torch.zeros(4, 1, dtype=torch.uint8)  # i0 = i1 = 0: not two positions
+    with pytest.raises(ValueError, match="i0 < i1"):
+        torch.ops.qkernels.pack_s24(torch.zeros(4, 4), meta, 8)
 
 
 def test_quantize_config_type():

@@ -32,6 +32,16 @@ def _cases():
     yield Q.w4a8_linear.default, (x.bfloat16(), p4, None, 70, 32)
     yield Q.w4a16_gemm.default, (x, p4, torch.randn(70), 70, 32)
     yield Q.w4a16_gemm.default, (x.bfloat16(), p4, None, 70, 32)
+    from qkernels.reference import compress_24
+    vf, mf = compress_24(torch.randn(70, 67))
+    v8, m8 = compress_24(w)
+    pf, p8 = Q.pack_s24(vf, mf, 67), Q.pack_s24(v8, m8, 67)
+    yield Q.pack_s24.default, (vf, mf, 67)
+    yield Q.pack_s24.default, (vf.bfloat16(), mf, 67)
+    yield Q.unpack_s24.default, (p8, 70, 67, torch.int8)
+    yield Q.s24_linear.default, (x, pf, torch.randn(70), 70, torch.float32)
+    yield Q.s24_linear.default, (x.bfloat16(), Q.pack_s24(vf.bfloat16(), mf, 67), None, 70, torch.bfloat16)
+    yield Q.s24_w8a8_linear.default, (x, p8, torch.rand(70), torch.randn(70), 70)
 
 
 @pytest.mark.parametrize("op,args", list(_cases()), ids=lambda v: str(v) if not isinstance(v, tuple) else "")

@@ -1,16 +1,175 @@
-"""SparseLinear (2:4 structured sparsity): the public name exists; the kernels are not built yet."""
+"""SparseLinear: drop-in nn.Linear with a 2:4 structured-sparse weight (float or int8 values)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-_MSG = ("SparseLinear / 2:4 sparsity is not implemented yet in this version of qkernels "
-        "(planned: 2:4 sparse kernels)")
+from .. import ops
+from .. import reference as ref
+from ..backend import current_backend
+from .quant_linear import _CPU_DTYPES, _CUDA_DTYPES
+
+FORMAT_VERSION = 1
+_FLOAT_VALUES = (torch.float32, torch.bfloat16)
+
+
+def _check_bits(weight_bits):
+    if weight_bits not in (None, 8):
+        raise ValueError(f"weight_bits must be None (float values) or 8 (int8 values), got {weight_bits!r}")
 
 
 class SparseLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits=None):
-        raise NotImplementedError(_MSG)
+    """y = x @ W.T + b with W pruned to 2:4 along in_features and stored compressed.
+
+    weight_bits=None: float values (fp32, or bf16 when built from a bf16 nn.Linear), fp32
+    accumulation. weight_bits=8: int8 values with one fp32 scale per output channel, run with
+    dynamic per-token int8 activations (exact int32 accumulation, the W8A8 epilogue).
+
+    state_dict (format_version 1; layout in qkernels.reference.sparse): ``values`` [N, Kp/2]
+    (fp32 / bf16 / int8), ``meta`` uint8 [N, ceil(Kp/8)] (Kp = in_features rounded up to 4),
+    ``weight_scale`` fp32 [N] (int8 only), ``bias`` fp32 [N] (if any), ``format_version``.
+    In memory the module keeps one copy of the compressed weight, in its kernel's layout.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits=None,
+                 device=None, value_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _check_bits(weight_bits)
+        if weight_bits is None and value_dtype not in _FLOAT_VALUES:
+            raise TypeError(f"value_dtype must be float32 or bfloat16, got {value_dtype}")
+        self.in_features, self.out_features, self.weight_bits = in_features, out_features, weight_bits
+        self.value_dtype = torch.int8 if weight_bits == 8 else value_dtype
+        if weight_bits == 8:
+            self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
+        else:
+            self.bias = None
+        self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
+        values, meta = ref.compress_24(torch.zeros(out_features, in_features, dtype=self.value_dtype, device=device))
+        self._set_weight(values, meta)
 
     @classmethod
-    def from_float(cls, linear, weight_bits=None):
-        raise NotImplementedError(_MSG)
+    def from_float(cls, linear: nn.Linear, weight_bits=None) -> "SparseLinear":
+        """Prune linear.weight to 2:4 by magnitude (qkernels.prune_24; a 2:4 weight is kept exactly)
+        and compress it; weight_bits=8 then quantizes the kept values per output channel."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        _check_bits(weight_bits)
+        w = linear.weight.detach()
+        if not torch.isfinite(w).all():
+            raise ValueError("linear.weight holds NaN or Inf; cannot sparsify it")
+        vdt = w.dtype if w.dtype in _FLOAT_VALUES else torch.float32
+        s = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
+                device=w.device, value_dtype=vdt)
+        _, pruned = ref.prune_24(w)
+        if weight_bits == 8:
+            q, scale = ops.quantize_per_token_int8(pruned.float())
+            with torch.no_grad():
+                s.weight_scale.copy_(scale)
+            s._set_weight(*ref.compress_24(q))
+        else:
+            s._set_weight(*ref.compress_24(pruned.to(vdt)))
+        if linear.bias is not None:
+            with torch.no_grad():
+                s.bias.copy_(linear.bias.detach().float())
+        return s
+
+    # ---- the weight: one packed copy in memory ----------------------------------------------------
+    def _set_weight(self, values: torch.Tensor, meta: torch.Tensor):
+        self._packed = ops.pack_sparse24_weight(values, meta, self.in_features)
+
+    def compressed(self):
+        """(values [N, Kp/2], meta uint8 [N, ceil(Kp/8)]) in the state_dict format."""
+        return ops.unpack_sparse24_weight(self._packed, self.out_features, self.in_features, self.value_dtype)
+
+    def to_sparse_semi_structured(self):
+        """The weight as PyTorch's semi-structured sparse tensor (CUDA only: cuSPARSELt / CUTLASS),
+        e.g. to compare with torch's own 2:4 matmul. Built from the dense pruned weight."""
+        w = ref.decompress_24(*self.compressed(), self.in_features)
+        if not w.is_cuda:
+            raise ValueError("to_sparse_semi_structured needs the module on a CUDA device")
+        return torch.sparse.to_sparse_semi_structured(w.half() if w.dtype == torch.float32 else w)
+
+    def _apply(self, fn, recurse=True):
+        # Re-packed for the new device; the values keep their dtype whatever the module is cast to.
+        values, meta = self.compressed()
+        meta = fn(meta)
+        keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
+        super()._apply(fn, recurse)
+        for n, t in keep.items():
+            self._buffers[n] = t.to(self._buffers[n].device)
+        self._set_weight(values.to(meta.device), meta)
+        return self
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        values, meta = self.compressed()
+        destination[prefix + "values"] = values
+        destination[prefix + "meta"] = meta
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        v = state_dict.get(prefix + "format_version")
+        if v is not None and int(v) != FORMAT_VERSION:
+            raise ValueError(f"{prefix}format_version: this qkernels reads SparseLinear format "
+                             f"{FORMAT_VERSION}, the state_dict has {int(v)}")
+        G = -(-self.in_features // 4)
+        N = self.out_features
+        vk, mk = prefix + "values", prefix + "meta"
+        if vk in state_dict and mk in state_dict:
+            values, meta = state_dict[vk], state_dict[mk]
+            ok_dtype = (values.dtype == torch.int8) if self.weight_bits == 8 else values.dtype in _FLOAT_VALUES
+            if not ok_dtype or tuple(values.shape) != (N, 2 * G):
+                want = "int8" if self.weight_bits == 8 else "float32 or bfloat16"
+                error_msgs.append(f"{vk}: expected {want} tensor of shape {(N, 2 * G)}, got "
+                                  f"{values.dtype} {tuple(values.shape)}")
+            elif meta.dtype != torch.uint8 or tuple(meta.shape) != (N, (G + 1) // 2):
+                error_msgs.append(f"{mk}: expected uint8 tensor of shape {(N, (G + 1) // 2)}, got "
+                                  f"{meta.dtype} {tuple(meta.shape)}")
+            else:
+                self.value_dtype = values.dtype
+                dev = self._packed.device
+                self._set_weight(values.to(dev), meta.to(dev))
+        elif strict:
+            missing_keys.extend(k for k in (vk, mk) if k not in state_dict)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for k in (vk, mk):
+            if k in unexpected_keys:
+                unexpected_keys.remove(k)
+
+    # ---- use ---------------------------------------------------------------------------------------
+    def dequantize(self) -> torch.Tensor:
+        """The pruned dense float32 weight [out_features, in_features] the module multiplies by."""
+        w = ref.decompress_24(*self.compressed(), self.in_features).float()
+        if self.weight_bits == 8:
+            w = w * self.weight_scale[:, None]
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        allowed = _CUDA_DTYPES if x.device.type == "cuda" else _CPU_DTYPES
+        if x.dtype not in allowed:
+            raise TypeError(f"x must have dtype in {[str(d) for d in allowed]} on {x.device.type}, "
+                            f"got {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x.shape[-1] must equal in_features={self.in_features}, got shape "
+                             f"{tuple(x.shape)}")
+        if x.device != self._packed.device:
+            raise ValueError(f"x is on {x.device} but the weights are on {self._packed.device}; "
+                             "move one of them with .to()")
+        x2 = x.reshape(-1, self.in_features)
+        y = ops.sparse24_linear(x2, self._packed, self.value_dtype,
+                                self.weight_scale if self.weight_bits == 8 else None, self.bias,
+                                self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        vals = "int8 (A8)" if self.weight_bits == 8 else str(self.value_dtype).replace("torch.", "")
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, 2:4 {vals}, backend={current_backend()}")
