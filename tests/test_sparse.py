@@ -196,3 +196,11 @@ def test_sparsify_model():
     qkernels.sparsify_(model, SparseConfig(weight_bits=8), filter_fn=lambda m, name: name == "0")
     assert isinstance(model[0], SparseLinear) and type(model[2]) is nn.Linear
     assert model(torch.randn(2, 64)).shape == (2, 16)
+
+
+def test_from_dense_24_weight_roundtrip():
+    _, w = qkernels.prune_24(torch.randn(32, 64))
+    s = SparseLinear.from_sparse_semi_structured(w.half(), bias=torch.ones(32))
+    assert torch.equal(s.dequantize(), w.half().float())
+    with pytest.raises(ValueError, match="not 2:4 sparse"):
+        SparseLinear.from_sparse_semi_structured(torch.randn(8, 8))

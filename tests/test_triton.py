@@ -191,3 +191,77 @@ def test_int4_quant_linear_on_cuda():
             with qkernels.use_backend("reference"):
                 yr = q(x)
             torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
+
+
+# ---- 2:4 sparse on the CUDA blob layout ----------------------------------------------------------
+from qkernels.triton_kernels.s24_gemm import pack_s24, s24_linear, s24_w8a8_gemm, unpack_s24  # noqa: E402
+
+SHAPES24 = [(1, 64, 16), (3, 70, 67), (5, 19, 9), (0, 32, 16), (2, 100, 33)] + (
+    [(1, 4096, 4096), (16, 8192, 28672), (128, 4096, 11008)] if DEV == "cuda" else [])
+
+
+def test_s24_blob_roundtrip():
+    values, meta = R.compress_24(torch.randn(9, 19))
+    v, m = unpack_s24(pack_s24(values.to(DEV), meta.to(DEV), 19), 9, 19, torch.float32)
+    assert torch.equal(v.cpu(), values) and torch.equal(m.cpu(), meta)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("M,K,N", SHAPES24)
+def test_s24_w8a8_matches_reference(M, K, N, out_dtype):
+    a = torch.randint(-127, 128, (M, K), dtype=torch.int8)
+    values, meta = R.compress_24(torch.randint(-127, 128, (N, K), dtype=torch.int8))
+    a_s, w_s, b = torch.rand(M) + 0.01, torch.rand(N) + 0.01, torch.randn(N)
+    blob = pack_s24(values.to(DEV), meta.to(DEV), K)
+    y = s24_w8a8_gemm(a.to(DEV), a_s.to(DEV), blob, w_s.to(DEV), b.to(DEV), N, out_dtype).cpu()
+    yr = R.sparse24_w8a8(a, a_s, values, meta, w_s, b, out_dtype)
+    if DEV == "cpu":
+        assert torch.equal(y, yr)
+    else:
+        torch.testing.assert_close(y.float(), yr.float(), rtol=2 ** -7 if out_dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("M,K,N", SHAPES24)
+def test_s24_float_matches_dense(M, K, N, dtype, vdtype):
+    x = torch.randn(M, K).to(dtype)
+    _, w = R.prune_24(torch.randn(N, K).to(vdtype))
+    values, meta = R.compress_24(w)
+    b = torch.randn(N)
+    y = s24_linear(x.to(DEV), pack_s24(values.to(DEV), meta.to(DEV), K), b.to(DEV), N, vdtype).cpu()
+    assert y.dtype == dtype
+    exact = x.double() @ w.double().T + b.double()
+    bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * 2.0 ** -22
+    if dtype != torch.float32:
+        bound = bound + exact.abs() * 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    assert torch.all((y.double() - exact).abs() <= bound)
+
+
+def test_cuda_s24_w8a8_linear_composition():
+    from qkernels.triton_kernels.register import _s24_w8a8_linear
+    x = torch.randn(5, 70)
+    values, meta = R.compress_24(torch.randint(-127, 128, (33, 70), dtype=torch.int8))
+    w_s, b = torch.rand(33) + 0.01, torch.randn(33)
+    y = _s24_w8a8_linear(x.to(DEV), pack_s24(values.to(DEV), meta.to(DEV), 70), w_s.to(DEV), b.to(DEV), 33).cpu()
+    yr = R.linear_sparse24_w8a8(x, values, meta, w_s, b)
+    if DEV == "cpu":
+        assert torch.equal(y, yr)
+    else:
+        torch.testing.assert_close(y, yr, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="needs a GPU")
+def test_sparse_linear_on_cuda_and_semi_structured():
+    import qkernels
+    lin = torch.nn.Linear(512, 256).cuda().half()
+    x = torch.randn(4, 7, 512, device="cuda", dtype=torch.float16)
+    s = qkernels.SparseLinear.from_float(lin.float())
+    s16 = s.to_sparse_semi_structured()
+    torch.testing.assert_close(s16.to_dense().float(), s.dequantize().half().float())
+    for wb in (None, 8):
+        m = qkernels.SparseLinear.from_float(lin.float(), weight_bits=wb)
+        y = m(x)
+        with qkernels.use_backend("reference"):
+            yr = m(x)
+        torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)

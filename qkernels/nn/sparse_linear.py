@@ -78,6 +78,24 @@ class SparseLinear(nn.Module):
                 s.bias.copy_(linear.bias.detach().float())
         return s
 
+    @classmethod
+    def from_sparse_semi_structured(cls, weight, bias: torch.Tensor | None = None) -> "SparseLinear":
+        """A float SparseLinear from PyTorch's semi-structured sparse weight (or any dense 2:4 weight
+        [out, in]): the kept values and positions carry over exactly (fp16 values become fp32)."""
+        dense = weight.to_dense() if hasattr(weight, "to_dense") else weight
+        if not isinstance(dense, torch.Tensor) or dense.dim() != 2 or not dense.dtype.is_floating_point:
+            raise TypeError("weight must be a 2-D float tensor or a torch semi-structured sparse tensor")
+        if not ref.is_24(dense):
+            raise ValueError("weight is not 2:4 sparse (a group of 4 along in_features has more than 2 nonzeros)")
+        vdt = dense.dtype if dense.dtype in _FLOAT_VALUES else torch.float32
+        N, K = dense.shape
+        s = cls(K, N, bias is not None, None, device=dense.device, value_dtype=vdt)
+        s._set_weight(*ref.compress_24(dense.to(vdt)))
+        if bias is not None:
+            with torch.no_grad():
+                s.bias.copy_(bias.detach().float())
+        return s
+
     # ---- the weight: one packed copy in memory ----------------------------------------------------
     def _set_weight(self, values: torch.Tensor, meta: torch.Tensor):
         self._packed = ops.pack_sparse24_weight(values, meta, self.in_features)
