@@ -153,11 +153,13 @@ def suites(dev, names):
     table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS) if dev == "cpu"
              else (peers.GPU_OURS, peers.GPU_PEERS),
              "int4": (peers.CPU_W4, peers.CPU_PEERS_W4) if dev == "cpu"
-             else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n})}
+             else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n}),
+             "sparse": (peers.CPU_S24, peers.CPU_PEERS_S24) if dev == "cpu"
+             else (peers.GPU_S24, peers.GPU_PEERS_S24)}
     return [table[n] for n in names]
 
 
-def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4")):
+def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "sparse")):
     torch.manual_seed(0)
     results = []
     for ours, others in suites(dev, suite_names):
@@ -175,7 +177,7 @@ def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4")):
 def add_ratios(results, bw, peaks=None):
     for r in results:
         if peaks and r["mode"] == "hot" and r["kernel"].startswith("qkernels"):
-            ceiling = peaks["int8_gops"] if "A8" in r["kernel"] else peaks["fp32_gflops"]
+            ceiling = peaks["int8_gops"] if ("A8" in r["kernel"] or "int8" in r["kernel"]) else peaks["fp32_gflops"]
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
         if r["mode"] == "DRAM" and bw:
@@ -188,7 +190,7 @@ def format_table(results):
     lines = [f"{'shape (KxN)':>11} {'M':>4} {'mode':>4}  {'kernel':<34} {'median ms':>9} {'(min-max)':>15} "
              f"{'GOP/s':>7} {'GB/s':>6} {'%pk':>4}  speedup of qkernels vs this"]
     for r in results:
-        ratio = "  ".join(f"{n.split()[1]} {v:.2f}x" for n, v in r.get("speedup", {}).items())
+        ratio = "  ".join(f"{' '.join(n.split()[1:])} {v:.2f}x" for n, v in r.get("speedup", {}).items())
         pct = f"{r['pct_dram_bw']:.0f}" if "pct_dram_bw" in r else (f"{r['pct_peak']:.0f}" if "pct_peak" in r else "")
         lines.append(f"{r['K']:>5}x{r['N']:<5} {r['M']:>4} {r['mode']:>4}  {r['kernel']:<34} {r['median_ms']:>9.3f} "
                      f"({r['min_ms']:.3f}-{r['max_ms']:.3f}) {r['gops']:>7.1f} {r['weight_gbs']:>6.1f} {pct:>4}  {ratio}")
@@ -224,7 +226,7 @@ def main(argv=None):
     p.add_argument("--ms", default=None, help="comma list of M (CPU default 1,8,32,128; GPU 1,16,128,4096)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-cold", action="store_true", help="skip the M=1 DRAM rows")
-    p.add_argument("--suite", default="int8,int4", help="comma list of int8, int4 (default both)")
+    p.add_argument("--suite", default="int8,int4,sparse", help="comma list of int8, int4, sparse (default all)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     a = p.parse_args(argv)
     dev = a.device

@@ -1,8 +1,10 @@
 """The main job: quantize a small Llama-style decoder with qkernels and report what it buys.
 
 Builds a seeded random LlamaForCausalLM from a config (no download), swaps its nn.Linear layers
-with qkernels.quantize_ (W8A8, W8A16, and int4 group 128: W4A16, W4A8), and prints
-  (a) logits SQNR vs the FP32 model, and parity of the native kernels with qkernels.reference,
+with qkernels.quantize_ (W8A8, W8A16, and int4 group 128: W4A16, W4A8) and qkernels.sparsify_
+(2:4 with float values, 2:4 with int8 values + int8 activations), and prints
+  (a) logits SQNR vs the FP32 model (2:4 also vs the 2:4-pruned FP32 model), and parity of the
+      native kernels with qkernels.reference,
   (b) greedy decode tokens/s (batch 1, KV cache) for FP32 and each variant,
   (c) the kernel table from bench/bench_kernels.py for one shape.
 """
@@ -21,11 +23,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_kernels  # noqa: E402
 
 import qkernels  # noqa: E402
-from qkernels import QuantConfig  # noqa: E402
+from qkernels import QuantConfig, SparseConfig  # noqa: E402
 
 VARIANTS = {"W8A8": QuantConfig(weight_bits=8, act_bits=8), "W8A16": QuantConfig(weight_bits=8, act_bits=None),
             "W4A16": QuantConfig(weight_bits=4, act_bits=None, group_size=128),
-            "W4A8": QuantConfig(weight_bits=4, act_bits=8, group_size=128)}
+            "W4A8": QuantConfig(weight_bits=4, act_bits=8, group_size=128),
+            "2:4 fp": SparseConfig(weight_bits=None), "2:4 int8": SparseConfig(weight_bits=8)}
+
+
+def convert(model, cfg):
+    model = copy.deepcopy(model)
+    if isinstance(cfg, SparseConfig):
+        return qkernels.sparsify_(model, cfg)
+    return qkernels.quantize_(model, cfg)
+
+
+def pruned_copy(model):
+    """The FP32 model with every nn.Linear weight pruned to 2:4 (what the 2:4 variants approximate)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(qkernels.prune_24(m.weight)[1])
+    return model
 
 
 def build_model(hidden, layers, seed=0):
@@ -77,26 +97,31 @@ def main(argv=None):
     prompt = torch.randint(0, model.config.vocab_size, (1, 32), generator=g)
     with torch.no_grad():
         ref_logits = model(input_ids=eval_ids).logits
+        pruned_logits = pruned_copy(model)(input_ids=eval_ids).logits
 
-    rows = [("FP32", None, None, decode_tokens_per_s(model, prompt, a.new_tokens))]
+    rows = [("FP32", None, None, None, decode_tokens_per_s(model, prompt, a.new_tokens))]
     for name, cfg in VARIANTS.items():
-        qm = qkernels.quantize_(copy.deepcopy(model), cfg)
+        qm = convert(model, cfg)
         with torch.no_grad():
             logits = qm(input_ids=eval_ids).logits
             with qkernels.use_backend("reference"):
                 ref_q = qm(input_ids=eval_ids).logits
         diff = (logits - ref_q).abs().max().item()
         parity = "bit-exact" if diff == 0 else f"max |diff| {diff:.2e}"
-        rows.append((name, sqnr_db(ref_logits, logits), parity, decode_tokens_per_s(qm, prompt, a.new_tokens)))
+        vs_pruned = sqnr_db(pruned_logits, logits) if isinstance(cfg, SparseConfig) else None
+        rows.append((name, sqnr_db(ref_logits, logits), vs_pruned, parity,
+                     decode_tokens_per_s(qm, prompt, a.new_tokens)))
         del qm
 
-    base = rows[0][3]
-    print(f"\n{'model':<6} {'logits SQNR vs FP32':>20} {'native vs reference':>22} {'decode tok/s':>13} {'speedup':>8}")
-    for name, sq, parity, tps in rows:
-        print(f"{name:<6} {('-' if sq is None else f'{sq:.1f} dB'):>20} {(parity or '-'):>22} {tps:>13.1f} {tps / base:>7.2f}x")
+    base = rows[0][4]
+    print(f"\n{'model':<8} {'logits SQNR vs FP32':>20} {'vs pruned FP32':>15} {'native vs reference':>22} "
+          f"{'decode tok/s':>13} {'speedup':>8}")
+    for name, sq, sqp, parity, tps in rows:
+        print(f"{name:<8} {('-' if sq is None else f'{sq:.1f} dB'):>20} {('-' if sqp is None else f'{sqp:.1f} dB'):>15} "
+              f"{(parity or '-'):>22} {tps:>13.1f} {tps / base:>7.2f}x")
 
     if not a.skip_bench:
-        print(f"\n# kernel table, {a.bench_shape}")
+        print(f"\n# kernel tables, {a.bench_shape}")
         bench_kernels.main(["--shapes", a.bench_shape])
 
 

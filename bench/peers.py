@@ -62,6 +62,23 @@ qk_w4a8 = _qk_int4(8)
 qk_w4a16 = _qk_int4(None)
 
 
+def _qk_s24(kind):
+    """qkernels 2:4: kind 'f32' (fp32 values, fp32 x), 'bf16' (bf16 values, bf16 x), 'int8'."""
+    def make(x, w, many=False):
+        from qkernels import reference as R
+        N, K = w.shape
+        _, pruned = R.prune_24(w)
+        if kind == "int8":
+            q, s = _per_channel_int8(pruned)
+            packed = ops.pack_sparse24_weight(*R.compress_24(q), K)
+            return lambda: ops.sparse24_linear(x, packed, torch.int8, s, None, N), packed.numel()
+        dt = torch.float32 if kind == "f32" else torch.bfloat16
+        packed = ops.pack_sparse24_weight(*R.compress_24(pruned.to(dt)), K)
+        xin = x.to(dt)
+        return lambda: ops.sparse24_linear(xin, packed, dt, None, None, N), packed.numel()
+    return make
+
+
 # ---- torch CPU peers ---------------------------------------------------------------------------
 def torch_fp32(x, w, many=False):
     w = w.clone()
@@ -196,6 +213,10 @@ CPU_PEERS = {
 if ort_available():
     CPU_PEERS["onnxruntime DynamicQuantizeMatMul"] = ort_dynamic_quant_matmul
 
+CPU_S24 = {"qkernels 2:4 f32": _qk_s24("f32"), "qkernels 2:4 bf16": _qk_s24("bf16"),
+           "qkernels 2:4 int8": _qk_s24("int8")}
+CPU_PEERS_S24 = {"torch fp32 F.linear": torch_fp32, "torch bf16 F.linear": torch_bf16,
+                 "qkernels W8A8 (dense)": qk_w8a8}
 CPU_W4 = {"qkernels W4A8": qk_w4a8, "qkernels W4A16": qk_w4a16}
 CPU_PEERS_W4 = {
     "torch fp32 F.linear": torch_fp32,
@@ -229,5 +250,18 @@ def cublas_int8(x, w, many=False):
 
 GPU_OURS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16}
 GPU_W4 = {"qkernels W4A16 (Triton)": qk_w4a16, "qkernels W4A8 (Triton)": qk_w4a8}
+
+
+def cusparselt_bf16(x, w, many=False):
+    """torch semi-structured (cuSPARSELt / CUTLASS) 2:4 with bf16 values and activations."""
+    from torch.sparse import to_sparse_semi_structured
+    from qkernels import reference as R
+    ws = to_sparse_semi_structured(R.prune_24(w)[1].bfloat16())
+    xb = x.bfloat16()
+    return lambda: F.linear(xb, ws), w.numel()
+
+
+GPU_S24 = {"qkernels 2:4 bf16 (Triton)": _qk_s24("bf16"), "qkernels 2:4 int8 (Triton)": _qk_s24("int8")}
+GPU_PEERS_S24 = {"cuBLAS bf16 torch.matmul": cublas_bf16, "cuSPARSELt bf16 (semi-structured)": cusparselt_bf16}
 GPU_PEERS = {"cuBLAS fp16 torch.matmul": cublas_fp16, "cuBLAS bf16 torch.matmul": cublas_bf16,
              "cuBLAS int8 torch._int_mm": cublas_int8}
