@@ -7,10 +7,9 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
+from ._checks import check_linear_input
 
 FORMAT_VERSION = 1
-_CPU_DTYPES = (torch.float32, torch.bfloat16)
-_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _check_config(weight_bits, act_bits, group_size, symmetric):
@@ -303,18 +302,7 @@ class QuantLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        allowed = _CUDA_DTYPES if x.device.type == "cuda" else _CPU_DTYPES
-        if x.dtype not in allowed:
-            raise TypeError(f"x must have dtype in {[str(d) for d in allowed]} on {x.device.type}, "
-                            f"got {x.dtype}")
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x.shape[-1] must equal in_features={self.in_features}, got shape "
-                             f"{tuple(x.shape)}")
-        if x.device != self._packed.device:
-            raise ValueError(f"x is on {x.device} but the weights are on {self._packed.device}; "
-                             "move one of them with .to()")
+        check_linear_input(x, self.in_features, self._packed.device)
         x2 = x.reshape(-1, self.in_features)
         if self.weight_bits == 4:
             if self.input_perm is not None:

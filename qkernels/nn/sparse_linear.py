@@ -7,7 +7,7 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
-from .quant_linear import _CPU_DTYPES, _CUDA_DTYPES
+from ._checks import check_linear_input
 
 FORMAT_VERSION = 1
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
@@ -169,18 +169,7 @@ class SparseLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        allowed = _CUDA_DTYPES if x.device.type == "cuda" else _CPU_DTYPES
-        if x.dtype not in allowed:
-            raise TypeError(f"x must have dtype in {[str(d) for d in allowed]} on {x.device.type}, "
-                            f"got {x.dtype}")
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"x.shape[-1] must equal in_features={self.in_features}, got shape "
-                             f"{tuple(x.shape)}")
-        if x.device != self._packed.device:
-            raise ValueError(f"x is on {x.device} but the weights are on {self._packed.device}; "
-                             "move one of them with .to()")
+        check_linear_input(x, self.in_features, self._packed.device)
         x2 = x.reshape(-1, self.in_features)
         y = ops.sparse24_linear(x2, self._packed, self.value_dtype,
                                 self.weight_scale if self.weight_bits == 8 else None, self.bias,
