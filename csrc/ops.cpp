@@ -142,9 +142,10 @@ void parallel_tiles(int64_t M, int64_t P, F&& f) {
   const int64_t mc = qk::round_up((M + mchunks - 1) / mchunks, kMr);
   mchunks = (M + mc - 1) / mc;
   at::parallel_for(0, mchunks * P, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t c = t / P, p = t % P;
-      f(c * mc, std::min(M, (c + 1) * mc), p, p + 1);
+    for (int64_t t = b; t < e;) {  // consecutive panels of one row chunk go in one call
+      const int64_t c = t / P, p = t % P, pe = std::min(P, p + (e - t));
+      f(c * mc, std::min(M, (c + 1) * mc), p, pe);
+      t += pe - p;
     }
   });
 }
