@@ -15,7 +15,8 @@ from tolerances import EPS32, fp32_dot_bound
 
 Q = torch.ops.qkernels
 SHAPES = [(0, 67, 7), (1, 1, 1), (1, 4097, 67), (3, 7, 4097), (17, 67, 127), (128, 127, 67),
-          (17, 4095, 129), (3, 33, 64), (1, 257, 1)]
+          (17, 4095, 129), (3, 33, 64), (1, 257, 1),
+          (1, 300, 1000)]  # the last: M=1 decode path, 16 panels (4 / 6 in lockstep + remainder)
 
 
 def _nan_eq(a, b):

@@ -2,6 +2,8 @@
 // in registers, so only the kept half of the weights is ever read.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "driver.h"
 #include "sparse.h"
 
@@ -101,10 +103,122 @@ inline void ukernel_s24i8(const int16_t* a, int64_t lda, const uint8_t* wp, int6
     for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[r] + 16 * j, c[r][j]);
 }
 
+// ---- decode (one row): NP panels in lockstep, one 32-k block of each in turn -------------------
+// NP concurrent weight streams per core (see ukernel_w4a8_m1 in avx512_vnni.cpp for why);
+// the per-column arithmetic and its order are those of the kernels above.
+template <int NP, bool BF16>
+inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
+  constexpr int64_t esize = BF16 ? 2 : 4, bb = 4 * kPanelN + 8 * 4 * 32 * esize;
+  __m512 c[NP][4];
+  for (int q = 0; q < NP; ++q)
+    for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_ps();
+  const __m512i hi16 = _mm512_set1_epi32(int(0xffff0000u));
+  for (int64_t b = 0; b < nblk; ++b) {
+    for (int q = 0; q < NP; ++q)
+      for (int l = 0; l < int(bb / 64); ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(wp + q * pb + b * bb) + kPfS + 64 * l, _MM_HINT_T0);
+#pragma GCC unroll 8
+    for (int gl = 0; gl < 8; ++gl) {
+      const __m512 xw = _mm512_broadcast_f32x4(_mm_loadu_ps(x + b * kS24BlockK + 4 * gl));
+      for (int q = 0; q < NP; ++q) {
+        const uint8_t* blk = wp + q * pb + b * bb;
+        const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const __m512i m = _mm512_loadu_si512(blk + 64 * j);
+          const __m512i i0 = _mm512_srli_epi32(m, 2 * gl), i1 = _mm512_srli_epi32(m, 16 + 2 * gl);
+          __m512 v0, v1;
+          if constexpr (BF16) {
+            const __m512i d = _mm512_loadu_si512(vg + j * 64);
+            v0 = _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+            v1 = _mm512_castsi512_ps(_mm512_and_si512(d, hi16));
+          } else {
+            v0 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128));
+            v1 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128 + 64));
+          }
+          c[q][j] = _mm512_fmadd_ps(v0, _mm512_permutexvar_ps(i0, xw), c[q][j]);
+          c[q][j] = _mm512_fmadd_ps(v1, _mm512_permutexvar_ps(i1, xw), c[q][j]);
+        }
+      }
+    }
+  }
+  for (int q = 0; q < NP; ++q)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[q] + 16 * j, c[q][j]);
+}
+
+template <int NP>
+inline void ukernel_s24i8_m1(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
+  constexpr int64_t bb = 4 * kPanelN + 8 * 4 * 32;
+  __m512i c[NP][4];
+  for (int q = 0; q < NP; ++q)
+    for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
+  for (int64_t b = 0; b < nblk; ++b) {
+    for (int q = 0; q < NP; ++q)
+      for (int l = 0; l < int(bb / 64); ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(wp + q * pb + b * bb) + kPfS + 64 * l, _MM_HINT_T0);
+#pragma GCC unroll 8
+    for (int gl = 0; gl < 8; ++gl) {
+      int64_t w4;
+      std::memcpy(&w4, a + b * kS24BlockK + 4 * gl, 8);
+      const __m512i aw = _mm512_set1_epi64(w4);
+      for (int q = 0; q < NP; ++q) {
+        const uint8_t* blk = wp + q * pb + b * bb;
+        const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const __m512i idx = _mm512_srli_epi16(_mm512_loadu_si512(blk + 64 * j), 2 * gl);
+          const __m512i v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + j * 32)));
+          dpwssd(c[q][j], v, _mm512_permutexvar_epi16(idx, aw));
+        }
+      }
+    }
+  }
+  for (int q = 0; q < NP; ++q)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[q] + 16 * j, c[q][j]);
+}
+
+// Runs the one-row lockstep kernel over panels [p0, p1) in steps of NP, then each panel's epilogue.
+template <int NP, typename Acc, typename Kernel, typename Epilogue>
+inline void s24_m1_panels(int64_t p0, int64_t p1, Kernel kernel, Epilogue epi) {
+  alignas(64) Acc acc[NP][kPanelN];
+  for (int64_t p = p0; p < p1;) {
+    const int np = int(std::min<int64_t>(NP, p1 - p));
+    kernel(np, p, acc);
+    for (int q = 0; q < np; ++q) epi(p + q, acc[q]);
+    p += np;
+  }
+}
+
 }  // namespace
 
 void gemm_s24_float_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  if (m1 - m0 == 1) {
+    const int64_t pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
+    const float* x = static_cast<const float*>(g.a) + m0 * g.lda;
+    s24_m1_panels<4, float>(p0, p1, [&](int np, int64_t p, float acc[][kPanelN]) {
+      const uint8_t* w = g.w + p * pb;
+      if (g.values_bf16) {
+        switch (np) {
+          case 4: ukernel_s24f_m1<4, true>(x, w, pb, nblk, acc); break;
+          case 3: ukernel_s24f_m1<3, true>(x, w, pb, nblk, acc); break;
+          case 2: ukernel_s24f_m1<2, true>(x, w, pb, nblk, acc); break;
+          default: ukernel_s24f_m1<1, true>(x, w, pb, nblk, acc); break;
+        }
+      } else {
+        switch (np) {
+          case 4: ukernel_s24f_m1<4, false>(x, w, pb, nblk, acc); break;
+          case 3: ukernel_s24f_m1<3, false>(x, w, pb, nblk, acc); break;
+          case 2: ukernel_s24f_m1<2, false>(x, w, pb, nblk, acc); break;
+          default: ukernel_s24f_m1<1, false>(x, w, pb, nblk, acc); break;
+        }
+      }
+    }, [&](int64_t p, const float* acc) {
+      epilogue_w4(acc, nullptr, g.bias ? g.bias + p * kPanelN : nullptr, panel_cols(g.N, p),
+                  out_row(g.out, g.ldo, m0, p * kPanelN, g.out_bf16), g.out_bf16);
+    });
+    return;
+  }
   drive_s24<4, false>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
     if (g.values_bf16) {
@@ -127,6 +241,25 @@ void gemm_s24_float_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0,
 
 void gemm_s24_i8_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  if (m1 - m0 == 1) {
+    const int64_t pb = s24_panel_bytes(g.K, 1);
+    const int16_t* a = static_cast<const int16_t*>(g.a) + m0 * g.lda;
+    s24_m1_panels<6, int32_t>(p0, p1, [&](int np, int64_t p, int32_t acc[][kPanelN]) {
+      const uint8_t* w = g.w + p * pb;
+      switch (np) {
+        case 6: ukernel_s24i8_m1<6>(a, w, pb, nblk, acc); break;
+        case 5: ukernel_s24i8_m1<5>(a, w, pb, nblk, acc); break;
+        case 4: ukernel_s24i8_m1<4>(a, w, pb, nblk, acc); break;
+        case 3: ukernel_s24i8_m1<3>(a, w, pb, nblk, acc); break;
+        case 2: ukernel_s24i8_m1<2>(a, w, pb, nblk, acc); break;
+        default: ukernel_s24i8_m1<1>(a, w, pb, nblk, acc); break;
+      }
+    }, [&](int64_t p, const int32_t* acc) {
+      epilogue_w8a8(acc, g.a_scale[m0], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
+                    panel_cols(g.N, p), out_row(g.out, g.ldo, m0, p * kPanelN, g.out_bf16), g.out_bf16);
+    });
+    return;
+  }
   drive_s24<4, true>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
     const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
     switch (mr) {
