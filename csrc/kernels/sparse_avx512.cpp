@@ -21,13 +21,26 @@ constexpr int kPfS = 8192;
 //   c[r][j] += v0 * vpermps(i0, xw[r]) + v1 * vpermps(i1, xw[r])
 // Values: fp32 as two vectors (v0[16], v1[16]); bf16 as 16 (v0, v1) pairs, widened by a shift
 // (v0: pair << 16) and a mask (v1: pair & 0xffff0000). MR <= 4: 16 accumulators + 4 meta + temps.
+// The kept values (v0, v1) of columns 16j .. 16j+15 of one group, as fp32 vectors: fp32 values are
+// stored as two vectors; bf16 pairs widen by a shift (v0) and a mask (v1).
+template <bool BF16>
+inline void load_values(const uint8_t* vg, int j, __m512* v0, __m512* v1) {
+  if constexpr (BF16) {
+    const __m512i d = _mm512_loadu_si512(vg + j * 64);
+    *v0 = _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
+    *v1 = _mm512_castsi512_ps(_mm512_and_si512(d, _mm512_set1_epi32(int(0xffff0000u))));
+  } else {
+    *v0 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128));
+    *v1 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128 + 64));
+  }
+}
+
 template <int MR, bool BF16>
 inline void ukernel_s24f(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m512 c[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
-  const __m512i hi16 = _mm512_set1_epi32(int(0xffff0000u));
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     for (int l = 0; l < int(s24_block_bytes(esize) / 64); ++l)
@@ -43,14 +56,7 @@ inline void ukernel_s24f(const float* x, int64_t ldx, const uint8_t* wp, int64_t
       for (int j = 0; j < 4; ++j) {
         const __m512i i0 = _mm512_srli_epi32(m[j], 2 * gl), i1 = _mm512_srli_epi32(m[j], 16 + 2 * gl);
         __m512 v0, v1;
-        if constexpr (BF16) {
-          const __m512i d = _mm512_loadu_si512(vg + j * 64);
-          v0 = _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
-          v1 = _mm512_castsi512_ps(_mm512_and_si512(d, hi16));
-        } else {
-          v0 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128));
-          v1 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128 + 64));
-        }
+        load_values<BF16>(vg, j, &v0, &v1);
         for (int r = 0; r < MR; ++r) {
           c[r][j] = _mm512_fmadd_ps(v0, _mm512_permutexvar_ps(i0, xw[r]), c[r][j]);
           c[r][j] = _mm512_fmadd_ps(v1, _mm512_permutexvar_ps(i1, xw[r]), c[r][j]);
@@ -112,7 +118,6 @@ inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64
   __m512 c[NP][4];
   for (int q = 0; q < NP; ++q)
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_ps();
-  const __m512i hi16 = _mm512_set1_epi32(int(0xffff0000u));
   for (int64_t b = 0; b < nblk; ++b) {
     for (int q = 0; q < NP; ++q)
       for (int l = 0; l < int(bb / 64); ++l)
@@ -128,14 +133,7 @@ inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64
           const __m512i m = _mm512_loadu_si512(blk + 64 * j);
           const __m512i i0 = _mm512_srli_epi32(m, 2 * gl), i1 = _mm512_srli_epi32(m, 16 + 2 * gl);
           __m512 v0, v1;
-          if constexpr (BF16) {
-            const __m512i d = _mm512_loadu_si512(vg + j * 64);
-            v0 = _mm512_castsi512_ps(_mm512_slli_epi32(d, 16));
-            v1 = _mm512_castsi512_ps(_mm512_and_si512(d, hi16));
-          } else {
-            v0 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128));
-            v1 = _mm512_loadu_ps(reinterpret_cast<const float*>(vg + j * 128 + 64));
-          }
+          load_values<BF16>(vg, j, &v0, &v1);
           c[q][j] = _mm512_fmadd_ps(v0, _mm512_permutexvar_ps(i0, xw), c[q][j]);
           c[q][j] = _mm512_fmadd_ps(v1, _mm512_permutexvar_ps(i1, xw), c[q][j]);
         }
