@@ -259,6 +259,35 @@ Tensor w8a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const Tensor& 
   return out;
 }
 
+// Float activations (fp32 or bf16, [M, K]) as fp32 rows [M, Kp] padded with zeros, one pass per
+// row; after_row(m, row) runs while the row is still in cache.
+template <typename AfterRow>
+Tensor float_rows(const Tensor& x_in, int64_t Kp, AfterRow after_row) {
+  const Tensor x = x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  Tensor buf = at::empty({M, Kp}, x.options().dtype(at::kFloat));
+  float* out = buf.data_ptr<float>();
+  const void* xp = x.data_ptr();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / Kp), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      float* row = out + m * Kp;
+      if (bf16) {
+        const uint16_t* src = static_cast<const uint16_t*>(xp) + m * K;
+        for (int64_t k = 0; k < K; ++k) {
+          const uint32_t bits = uint32_t(src[k]) << 16;
+          std::memcpy(row + k, &bits, 4);
+        }
+      } else {
+        std::memcpy(row, static_cast<const float*>(xp) + m * K, K * sizeof(float));
+      }
+      std::memset(row + K, 0, (Kp - K) * sizeof(float));
+      after_row(m, row);
+    }
+  });
+  return buf;
+}
+
 // ---- int4 grouped (W4A8 / W4A16) ------------------------------------------------------------------
 // Group geometry: G groups of group_size along K (the last may be partial); one group (per-channel,
 // or group_size >= K) is K rounded up to 8. Kernels step 8 k at a time, hence group_size % 8 == 0.
@@ -359,14 +388,17 @@ W4Geom check_w4_weights(const Tensor& w_packed, const std::optional<Tensor>& bia
   return geo;
 }
 
-void run_w4(void (*gemm)(const qk::W4Args&, int64_t, int64_t, int64_t, int64_t), qk::W4Args g,
-            const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t M, Tensor& out) {
+// Runs a packed-panel GEMM (W4 or 2:4 args) over row chunks x panels into out [M, N].
+template <typename Args>
+void run_panels(void (*gemm)(const Args&, int64_t, int64_t, int64_t, int64_t), Args g, const Tensor& w_packed,
+                const std::optional<Tensor>& bias, int64_t M, Tensor& out) {
   const Tensor wp = w_packed.contiguous();
   std::optional<Tensor> b;
   if (bias) b = bias->contiguous();
   g.w = wp.data_ptr<uint8_t>();
   g.bias = b ? b->data_ptr<float>() : nullptr;
   g.out = out.data_ptr();
+  g.ldo = out.size(1);
   g.out_bf16 = out.scalar_type() == at::kBFloat16;
   parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) { gemm(g, m0, m1, p0, p1); });
 }
@@ -406,7 +438,7 @@ Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::op
     }
   });
   qk::W4Args g{a, Kp, a_scale.data_ptr<float>(), as, nullptr, G, gk, N, nullptr, nullptr, N, false};
-  run_w4(kt.gemm_w4a8, g, w_packed, bias, M, out);
+  run_panels(kt.gemm_w4a8, g, w_packed, bias, M, out);
   return out;
 }
 
@@ -415,39 +447,22 @@ Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::opt
                       int64_t N, int64_t group_size) {
   Tensor out;
   const W4Geom geo = begin_w4(x_in, w_packed, bias, N, group_size, out);
-  const int64_t M = x_in.size(0), K = x_in.size(1);
+  const int64_t M = x_in.size(0);
   if (M == 0) return out;
   const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
   // fp32 rows padded to Kp with zeros, and each group's sum (one pass per row, in cache).
-  const Tensor x = x_in.contiguous();
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
-  Tensor xbuf = at::empty({M, Kp}, x.options().dtype(at::kFloat));
-  Tensor xsum = at::empty({M, G}, x.options().dtype(at::kFloat));
-  float* xb = xbuf.data_ptr<float>();
+  Tensor xsum = at::empty({M, G}, x_in.options().dtype(at::kFloat));
   float* xs = xsum.data_ptr<float>();
-  const void* xp = x.data_ptr();
-  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / Kp), [&](int64_t b, int64_t e) {
-    for (int64_t m = b; m < e; ++m) {
-      float* row = xb + m * Kp;
-      if (bf16) {
-        const uint16_t* src = static_cast<const uint16_t*>(xp) + m * K;
-        for (int64_t k = 0; k < K; ++k) {
-          const uint32_t bits = uint32_t(src[k]) << 16;
-          std::memcpy(row + k, &bits, 4);
-        }
-      } else {
-        std::memcpy(row, static_cast<const float*>(xp) + m * K, K * sizeof(float));
-      }
-      std::memset(row + K, 0, (Kp - K) * sizeof(float));
-      for (int64_t g = 0; g < G; ++g) {
-        float sum = 0.0f;
-        for (int64_t k = g * gk; k < (g + 1) * gk; ++k) sum += row[k];
-        xs[m * G + g] = sum;
-      }
+  const Tensor xbuf = float_rows(x_in, Kp, [&](int64_t m, const float* row) {
+    for (int64_t g = 0; g < G; ++g) {
+      float sum = 0.0f;
+      for (int64_t k = g * gk; k < (g + 1) * gk; ++k) sum += row[k];
+      xs[m * G + g] = sum;
     }
   });
+  float* xb = xbuf.data_ptr<float>();
   qk::W4Args g{xb, Kp, nullptr, xs, nullptr, G, gk, N, nullptr, nullptr, N, false};
-  run_w4(active().gemm_w4a16, g, w_packed, bias, M, out);
+  run_panels(active().gemm_w4a16, g, w_packed, bias, M, out);
   return out;
 }
 
@@ -515,19 +530,6 @@ void begin_s24(const Tensor& x, const Tensor& w_packed, const std::optional<Tens
   out = at::empty({x.size(0), N}, x.options());
 }
 
-void run_s24(void (*gemm)(const qk::S24Args&, int64_t, int64_t, int64_t, int64_t), qk::S24Args g,
-             const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t M, Tensor& out) {
-  const Tensor wp = w_packed.contiguous();
-  std::optional<Tensor> b;
-  if (bias) b = bias->contiguous();
-  g.w = wp.data_ptr<uint8_t>();
-  g.bias = b ? b->data_ptr<float>() : nullptr;
-  g.out = out.data_ptr();
-  g.ldo = out.size(1);
-  g.out_bf16 = out.scalar_type() == at::kBFloat16;
-  parallel_tiles(M, wp.size(0), [&](int64_t m0, int64_t m1, int64_t p0, int64_t p1) { gemm(g, m0, m1, p0, p1); });
-}
-
 // Float 2:4: x (fp32 / bf16) x values (fp32 / bf16), fp32 accumulation.
 Tensor s24_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias, int64_t N,
                       at::ScalarType value_dtype) {
@@ -535,11 +537,10 @@ Tensor s24_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::opt
   begin_s24(x_in, w_packed, bias, N, s24_esize(value_dtype, "value_dtype", false), out);
   const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, qk::kS24BlockK);
   if (M == 0) return out;
-  Tensor xbuf = at::zeros({M, Kp}, x_in.options().dtype(at::kFloat));
-  xbuf.narrow(1, 0, K).copy_(x_in);
+  const Tensor xbuf = float_rows(x_in, Kp, [](int64_t, const float*) {});
   qk::S24Args g{xbuf.data_ptr<float>(), Kp, nullptr, nullptr, K, N, value_dtype == at::kBFloat16, nullptr,
                 nullptr, nullptr, N, false};
-  run_s24(active().gemm_s24_float, g, w_packed, bias, M, out);
+  run_panels(active().gemm_s24_float, g, w_packed, bias, M, out);
   return out;
 }
 
@@ -567,7 +568,7 @@ Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Ten
   const Tensor ws = w_scale.contiguous();
   qk::S24Args g{w16, Kp, a_scale.data_ptr<float>(), nullptr, K, N, false, ws.data_ptr<float>(), nullptr,
                 nullptr, N, false};
-  run_s24(kt.gemm_s24_i8, g, w_packed, bias, M, out);
+  run_panels(kt.gemm_s24_i8, g, w_packed, bias, M, out);
   return out;
 }
 

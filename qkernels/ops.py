@@ -109,7 +109,7 @@ def _(x, w_packed, bias, N, group_size):
     return x.new_empty((x.shape[0], N))
 
 
-_ESIZE = {torch.float32: 4, torch.bfloat16: 2, torch.int8: 1}
+ESIZE = {torch.float32: 4, torch.bfloat16: 2, torch.int8: 1}
 
 
 def s24_panel_bytes(K: int, esize: int) -> int:
@@ -124,7 +124,7 @@ def s24_cuda_blob_bytes(N: int, K: int, esize: int) -> int:
 
 @torch.library.register_fake("qkernels::pack_s24")
 def _(values, meta, K):
-    N, esize = values.shape[0], _ESIZE[values.dtype]
+    N, esize = values.shape[0], ESIZE[values.dtype]
     if values.device.type == "cuda":
         return meta.new_empty((s24_cuda_blob_bytes(N, K, esize),))
     return meta.new_empty((_panels(N), s24_panel_bytes(K, esize)))

@@ -12,9 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops import ESIZE as _ESIZE, s24_cuda_blob_bytes
 from ._common import INTERPRET, check, gemm_configs, m_bucket, store_out
-
-_ESIZE = {torch.float32: 4, torch.bfloat16: 2, torch.int8: 1}
 
 
 def _views(blob, N, K, dtype):
@@ -32,8 +31,7 @@ def pack_s24(values, meta, K):
           f"meta must be uint8 [{N}, {(G + 1) // 2}], got {meta.dtype} {tuple(meta.shape)}")
     nib = torch.stack([meta & 0xF, meta >> 4], -1).reshape(N, -1)[:, :G]
     check(bool(((nib & 3) < (nib >> 2)).all()), "meta must name two positions i0 < i1 in every group")
-    esize = _ESIZE[values.dtype]
-    blob = torch.empty(N * 2 * G * esize + N * ((G + 1) // 2), dtype=torch.uint8, device=values.device)
+    blob = torch.empty(s24_cuda_blob_bytes(N, K, _ESIZE[values.dtype]), dtype=torch.uint8, device=values.device)
     v, m = _views(blob, N, K, values.dtype)
     v.copy_(values)
     m.copy_(meta)
@@ -97,7 +95,7 @@ def _s24_gemm_kernel(
 
 def _s24_gemm(x, a_scale, blob, value_dtype, w_scale, bias, N, out_dtype):
     M, K = x.shape
-    need = N * 2 * (-(-K // 4)) * _ESIZE[value_dtype] + N * ((-(-K // 4) + 1) // 2)
+    need = s24_cuda_blob_bytes(N, K, _ESIZE[value_dtype])
     check(blob.dtype == torch.uint8 and blob.dim() == 1 and blob.numel() == need,
           f"w_packed must be the uint8 2:4 blob of {need} bytes for N={N}, K={K}, values {value_dtype}")
     v, meta = _views(blob, N, K, value_dtype)

@@ -13,12 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops import int4_geometry as _geometry, w4_cuda_blob_bytes
 from ._common import INTERPRET, check, gemm_configs, m_bucket, store_out
-
-
-def _geometry(K, group_size):
-    G = -(-K // group_size)
-    return G, (K if G == 1 else group_size)
 
 
 def _views(blob, N, K, G):
@@ -35,8 +31,7 @@ def pack_w4(qweight, scale, zero_point, K, group_size):
     check(qweight.dtype == torch.uint8 and tuple(qweight.shape) == (N, (K + 1) // 2),
           f"qweight must be uint8 [{N}, {(K + 1) // 2}], got {qweight.dtype} {tuple(qweight.shape)}")
     check(tuple(scale.shape) == (N, G), f"scale must have shape [{N}, {G}], got {tuple(scale.shape)}")
-    blob = torch.zeros(4 * N * G + -(-N * G // 4) * 4 + N * ((K + 1) // 2), dtype=torch.uint8,
-                       device=qweight.device)
+    blob = torch.zeros(w4_cuda_blob_bytes(N, K, G), dtype=torch.uint8, device=qweight.device)
     s, zz, u = _views(blob, N, K, G)
     s.copy_(scale.float())
     if zero_point is None:
@@ -132,7 +127,7 @@ def _check_blob(x, blob, N, group_size):
         raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}")
     K = x.shape[1]
     G, _ = _geometry(K, group_size)
-    need = 4 * N * G + -(-N * G // 4) * 4 + N * ((K + 1) // 2)
+    need = w4_cuda_blob_bytes(N, K, G)
     check(blob.dtype == torch.uint8 and blob.dim() == 1 and blob.numel() == need,
           f"w_packed must be the uint8 int4 blob of {need} bytes for N={N}, K={K}, group_size={group_size}")
 

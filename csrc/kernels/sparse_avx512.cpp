@@ -112,6 +112,13 @@ inline void ukernel_s24i8(const int16_t* a, int64_t lda, const uint8_t* wp, int6
 // ---- decode (one row): NP panels in lockstep, one 32-k block of each in turn -------------------
 // NP concurrent weight streams per core (see ukernel_w4a8_m1 in avx512_vnni.cpp for why);
 // the per-column arithmetic and its order are those of the kernels above.
+// Prefetches kPfS ahead in each of np panel streams (pb bytes apart), bb bytes each.
+inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb) {
+  for (int q = 0; q < np; ++q)
+    for (int64_t l = 0; l < bb / 64; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(w + q * pb) + kPfS + 64 * l, _MM_HINT_T0);
+}
+
 template <int NP, bool BF16>
 inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4, bb = 4 * kPanelN + 8 * 4 * 32 * esize;
@@ -119,9 +126,7 @@ inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64
   for (int q = 0; q < NP; ++q)
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblk; ++b) {
-    for (int q = 0; q < NP; ++q)
-      for (int l = 0; l < int(bb / 64); ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(wp + q * pb + b * bb) + kPfS + 64 * l, _MM_HINT_T0);
+    prefetch_blocks(wp + b * bb, pb, NP, bb);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       const __m512 xw = _mm512_broadcast_f32x4(_mm_loadu_ps(x + b * kS24BlockK + 4 * gl));
@@ -151,9 +156,7 @@ inline void ukernel_s24i8_m1(const int16_t* a, const uint8_t* wp, int64_t pb, in
   for (int q = 0; q < NP; ++q)
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblk; ++b) {
-    for (int q = 0; q < NP; ++q)
-      for (int l = 0; l < int(bb / 64); ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(wp + q * pb + b * bb) + kPfS + 64 * l, _MM_HINT_T0);
+    prefetch_blocks(wp + b * bb, pb, NP, bb);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       int64_t w4;

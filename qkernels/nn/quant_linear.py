@@ -7,9 +7,7 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
-from ._checks import check_linear_input
-
-FORMAT_VERSION = 1
+from ._common import FORMAT_VERSION, PackedLinear  # noqa: F401  (FORMAT_VERSION re-exported)
 
 
 def _check_config(weight_bits, act_bits, group_size, symmetric):
@@ -36,7 +34,7 @@ def _check_int4_groups(in_features, group_size):
                          f"{in_features}), got {group_size}")
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(PackedLinear):
     """y = x @ W.T + b with W stored as int8 or int4.
 
     act_bits=8: activations are quantized per token to int8 at run time (W8A8 / W4A8, int32
@@ -72,13 +70,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.group_size, self.symmetric = group_size, symmetric
-        if weight_bits == 8:
-            self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        if bias:
-            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
-        else:
-            self.bias = None
-        self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
+        self._init_buffers(out_features, bias, weight_bits == 8, device)
         self.register_buffer("input_perm", None)  # int64 [K], set only by act-order imports
         if weight_bits == 8:
             self._set_weight(torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
@@ -208,25 +200,14 @@ class QuantLinear(nn.Module):
             return scale if name == "weight_scale" else zp
         return super().__getattr__(name)
 
-    def _apply(self, fn, recurse=True):
-        # The weight is re-packed for the new device (the layout is per device). Scales, zero
-        # points and bias keep their dtype whatever dtype the module is cast to; only the device follows.
+    def _weight_tensors(self):
+        return self._int4_tensors() if self.weight_bits == 4 else (self.qweight,)
+
+    def _repack(self, *tensors):
         if self.weight_bits == 4:
-            qw, scale, zp = self._int4_tensors()
-            qw = fn(qw)
-            scale = scale.to(qw.device)
-            zp = zp.to(qw.device) if zp is not None else None
+            self._set_int4(*tensors)
         else:
-            qweight = fn(self.qweight)
-        keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
-        super()._apply(fn, recurse)
-        for n, t in keep.items():
-            self._buffers[n] = t.to(self._buffers[n].device)
-        if self.weight_bits == 4:
-            self._set_int4(qw, scale, zp)
-        else:
-            self._set_weight(qweight)
-        return self
+            self._set_weight(*tensors)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         if self.weight_bits == 4:
@@ -267,10 +248,7 @@ class QuantLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        v = state_dict.get(prefix + "format_version")
-        if v is not None and int(v) != FORMAT_VERSION:
-            raise ValueError(f"{prefix}format_version: this qkernels reads QuantLinear format "
-                             f"{FORMAT_VERSION}, the state_dict has {int(v)}")
+        self._check_format_version(state_dict, prefix)
         if self.weight_bits == 4:
             self._load_int4(state_dict, prefix, strict, missing_keys, error_msgs)
             own = ("qweight", "weight_scale", "weight_zero_point", "input_perm")
@@ -302,7 +280,7 @@ class QuantLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_linear_input(x, self.in_features, self._packed.device)
+        self._check_input(x)
         x2 = x.reshape(-1, self.in_features)
         if self.weight_bits == 4:
             if self.input_perm is not None:

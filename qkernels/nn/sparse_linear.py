@@ -7,9 +7,8 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
-from ._checks import check_linear_input
+from ._common import PackedLinear
 
-FORMAT_VERSION = 1
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
 
 
@@ -18,7 +17,7 @@ def _check_bits(weight_bits):
         raise ValueError(f"weight_bits must be None (float values) or 8 (int8 values), got {weight_bits!r}")
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(PackedLinear):
     """y = x @ W.T + b with W pruned to 2:4 along in_features and stored compressed.
 
     weight_bits=None: float values (fp32, or bf16 when built from a bf16 nn.Linear), fp32
@@ -42,13 +41,7 @@ class SparseLinear(nn.Module):
             raise TypeError(f"value_dtype must be float32 or bfloat16, got {value_dtype}")
         self.in_features, self.out_features, self.weight_bits = in_features, out_features, weight_bits
         self.value_dtype = torch.int8 if weight_bits == 8 else value_dtype
-        if weight_bits == 8:
-            self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        if bias:
-            self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float32, device=device))
-        else:
-            self.bias = None
-        self.register_buffer("format_version", torch.tensor(FORMAT_VERSION, dtype=torch.int32))
+        self._init_buffers(out_features, bias, weight_bits == 8, device)
         values, meta = ref.compress_24(torch.zeros(out_features, in_features, dtype=self.value_dtype, device=device))
         self._set_weight(values, meta)
 
@@ -112,16 +105,11 @@ class SparseLinear(nn.Module):
             raise ValueError("to_sparse_semi_structured needs the module on a CUDA device")
         return torch.sparse.to_sparse_semi_structured(w.half() if w.dtype == torch.float32 else w)
 
-    def _apply(self, fn, recurse=True):
-        # Re-packed for the new device; the values keep their dtype whatever the module is cast to.
-        values, meta = self.compressed()
-        meta = fn(meta)
-        keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
-        super()._apply(fn, recurse)
-        for n, t in keep.items():
-            self._buffers[n] = t.to(self._buffers[n].device)
-        self._set_weight(values.to(meta.device), meta)
-        return self
+    def _weight_tensors(self):
+        return self.compressed()
+
+    def _repack(self, values, meta):
+        self._set_weight(values, meta)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         values, meta = self.compressed()
@@ -131,10 +119,7 @@ class SparseLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        v = state_dict.get(prefix + "format_version")
-        if v is not None and int(v) != FORMAT_VERSION:
-            raise ValueError(f"{prefix}format_version: this qkernels reads SparseLinear format "
-                             f"{FORMAT_VERSION}, the state_dict has {int(v)}")
+        self._check_format_version(state_dict, prefix)
         G = -(-self.in_features // 4)
         N = self.out_features
         vk, mk = prefix + "values", prefix + "meta"
@@ -169,7 +154,7 @@ class SparseLinear(nn.Module):
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_linear_input(x, self.in_features, self._packed.device)
+        self._check_input(x)
         x2 = x.reshape(-1, self.in_features)
         y = ops.sparse24_linear(x2, self._packed, self.value_dtype,
                                 self.weight_scale if self.weight_bits == 8 else None, self.bias,
