@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
+import probes  # noqa: E402
 
 import qkernels  # noqa: E402
 
@@ -38,35 +39,15 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def dram_read_bandwidth(threads=None):
-    """GB/s of a plain streaming read of 1 GiB split over the threads (best of 7): the M=1 roofline.
-
-    Each thread sums its slice in C++ with the GIL released (torch.sum is not bandwidth-bound).
-    """
-    import threading
-    from qkernels import _C
-    n = threads or torch.get_num_threads()
-    nbytes = 1 << 30
-    t = torch.ones(nbytes // 8, dtype=torch.int64)
-    step = t.numel() // n
-    base = t.data_ptr()
-    best = 0.0
-    for _ in range(7):
-        ths = [threading.Thread(target=_C.read_sum_u64, args=(base + 8 * i * step, step)) for i in range(n)]
-        t0 = time.perf_counter()
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join()
-        best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
-    del t
-    return best
+def dram_read_bandwidth(threads=None, streams=1):
+    """GB/s of a plain streaming read of 1 GiB split over the threads (best of 7): the M=1 roofline
+    (bench-only probe module, bench/probes.py)."""
+    return probes.dram_read_gbs(threads or torch.get_num_threads(), streams)
 
 
 def compute_peaks():
     """Measured ceilings of the active CPU path x threads: int8 (dot instruction) and fp32 (FMA)."""
-    from qkernels import _C
-    i8, f32 = _C.peak_ops_per_thread()
+    i8, f32 = probes.instruction_peaks(qkernels.cpu_isa())
     n = torch.get_num_threads()
     return {"int8_gops": i8 * n / 1e9, "fp32_gflops": f32 * n / 1e9}
 

@@ -20,10 +20,24 @@ void check_cpu(const Tensor& t, const char* name) {
 }
 
 void check_float_input(const Tensor& x, const char* name) {
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, name,
-                   " must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
+                   x.scalar_type() == at::kHalf, name, " must be float32, bfloat16 or float16, got ",
+                   x.scalar_type());
   TORCH_CHECK_VALUE(x.dim() == 2, name, " must be 2-D [M, K], got shape ", x.sizes());
 }
+
+// float16 activations: the kernels read fp32 or bf16, so an op on fp16 x runs on x.float()
+// (exact) and its fp32 result is rounded once to fp16. Wraps an op whose first argument is x.
+template <typename Sig, Sig* Op>
+struct ViaFp32;
+template <typename... Rest, Tensor (*Op)(const Tensor&, Rest...)>
+struct ViaFp32<Tensor(const Tensor&, Rest...), Op> {
+  static Tensor run(const Tensor& x, Rest... rest) {
+    if (x.scalar_type() != at::kHalf) return Op(x, rest...);
+    return Op(x.to(at::kFloat), rest...).to(at::kHalf);
+  }
+};
+#define QK_FP16_VIA_FP32(fn) &ViaFp32<decltype(fn), fn>::run
 
 const qk::Kernels& active() { return qk::kernels(qk::active_isa()); }
 
@@ -50,7 +64,7 @@ void quantize_rows(const qk::Kernels& kt, const Tensor& x, int8_t* dst, int64_t 
 std::tuple<Tensor, Tensor> quantize_per_token_int8_cpu(const Tensor& x_in) {
   check_cpu(x_in, "x");
   check_float_input(x_in, "x");
-  const Tensor x = x_in.contiguous();
+  const Tensor x = (x_in.scalar_type() == at::kHalf ? x_in.to(at::kFloat) : x_in).contiguous();
   const int64_t M = x.size(0), K = x.size(1);
   Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
   Tensor s = at::empty({M}, x.options().dtype(at::kFloat));
@@ -124,8 +138,8 @@ void check_packed(const Tensor& wp, int64_t N, int64_t panel_bytes, at::ScalarTy
 // The weight side of every W8A8 op: exact-int32 K limit, packed layout, scales and bias.
 void check_w8a8_weights(const Tensor& w_packed, const Tensor& w_scale, const std::optional<Tensor>& bias,
                         int64_t K, int64_t N) {
-  // int32 must hold sum_k (a + 128) * w: 255 * 127 * K < 2^31.
-  TORCH_CHECK_VALUE(K <= 66000, "K (in_features) must be <= 66000 for exact int32 accumulation, got ", K);
+  TORCH_CHECK_VALUE(K <= qk::kMaxK_w8a8, "K (in_features) must be <= ", qk::kMaxK_w8a8,
+                    " for exact int32 accumulation, got ", K);
   check_packed(w_packed, N, qk::w8a8_panel_bytes(K));
   check_epilogue(w_scale, bias, N);
 }
@@ -186,14 +200,16 @@ Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor&
   check_cpu(a_in, "a");
   TORCH_CHECK_TYPE(a_in.scalar_type() == at::kChar, "a must be int8, got ", a_in.scalar_type());
   TORCH_CHECK_VALUE(a_in.dim() == 2, "a must be 2-D [M, K], got shape ", a_in.sizes());
-  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kBFloat16,
-                   "out_dtype must be float32 or bfloat16, got ", out_dtype);
+  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kBFloat16 || out_dtype == at::kHalf,
+                   "out_dtype must be float32, bfloat16 or float16, got ", out_dtype);
   checked_n(N);
   const int64_t M = a_in.size(0), K = a_in.size(1), Kp = qk::round_up(K, 4);
   check_cpu(a_scale_in, "a_scale");
   TORCH_CHECK_VALUE(a_scale_in.dim() == 1 && a_scale_in.size(0) == M && a_scale_in.scalar_type() == at::kFloat,
                     "a_scale must be float32 of shape [", M, "], got ", a_scale_in.scalar_type(), " ", a_scale_in.sizes());
   check_w8a8_weights(w_packed, w_scale, bias, K, N);
+  if (out_dtype == at::kHalf)  // fp32 epilogue, rounded once to fp16 (as the reference)
+    return w8a8_gemm_cpu(a_in, a_scale_in, w_packed, w_scale, bias, N, at::kFloat).to(at::kHalf);
   Tensor out = at::empty({M, N}, a_in.options().dtype(out_dtype));
   if (M == 0) return out;
   const qk::Kernels& kt = active();
@@ -299,8 +315,8 @@ struct W4Geom {
 W4Geom w4_geometry(int64_t K, int64_t group_size) {
   TORCH_CHECK_VALUE(K >= 1, "K (in_features) must be >= 1, got ", K);
   TORCH_CHECK_VALUE(group_size >= 1, "group_size must be >= 1, got ", group_size);
-  // int32 must hold sum_k a * u: 128 * 15 * K < 2^31.
-  TORCH_CHECK_VALUE(K <= 1000000, "K (in_features) must be <= 1000000 for exact int32 accumulation, got ", K);
+  TORCH_CHECK_VALUE(K <= qk::kMaxK_w4a8, "K (in_features) must be <= ", qk::kMaxK_w4a8,
+                    " for exact int32 accumulation, got ", K);
   const int64_t G = (K + group_size - 1) / group_size;
   if (G == 1) return {1, qk::round_up(K, 8)};
   TORCH_CHECK_VALUE(group_size % 8 == 0, "group_size must be a multiple of 8 for int4 weights (or >= K=",
@@ -442,27 +458,15 @@ Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const std::op
   return out;
 }
 
-// W4A16: float activations (fp32 accumulation) x int4 grouped weights.
+// W4A16: float activations x int4 grouped weights, fp32 accumulation of x * (u - zz) per group.
 Tensor w4a16_gemm_cpu(const Tensor& x_in, const Tensor& w_packed, const std::optional<Tensor>& bias,
                       int64_t N, int64_t group_size) {
   Tensor out;
   const W4Geom geo = begin_w4(x_in, w_packed, bias, N, group_size, out);
-  const int64_t M = x_in.size(0);
-  if (M == 0) return out;
-  const int64_t Kp = geo.Kp(), G = geo.G, gk = geo.gk;
-  // fp32 rows padded to Kp with zeros, and each group's sum (one pass per row, in cache).
-  Tensor xsum = at::empty({M, G}, x_in.options().dtype(at::kFloat));
-  float* xs = xsum.data_ptr<float>();
-  const Tensor xbuf = float_rows(x_in, Kp, [&](int64_t m, const float* row) {
-    for (int64_t g = 0; g < G; ++g) {
-      float sum = 0.0f;
-      for (int64_t k = g * gk; k < (g + 1) * gk; ++k) sum += row[k];
-      xs[m * G + g] = sum;
-    }
-  });
-  float* xb = xbuf.data_ptr<float>();
-  qk::W4Args g{xb, Kp, nullptr, xs, nullptr, G, gk, N, nullptr, nullptr, N, false};
-  run_panels(active().gemm_w4a16, g, w_packed, bias, M, out);
+  if (x_in.size(0) == 0) return out;
+  const Tensor xbuf = float_rows(x_in, geo.Kp(), [](int64_t, const float*) {});  // fp32, zero padded
+  qk::W4Args g{xbuf.data_ptr<float>(), geo.Kp(), nullptr, nullptr, nullptr, geo.G, geo.gk, N, nullptr, nullptr, N, false};
+  run_panels(active().gemm_w4a16, g, w_packed, bias, x_in.size(0), out);
   return out;
 }
 
@@ -551,8 +555,8 @@ Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, const Ten
   begin_s24(x_in, w_packed, bias, N, 1, out);
   check_epilogue(w_scale, bias, N);
   const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, qk::kS24BlockK);
-  // int32 must hold the sum of K/2 products of at most 128 * 127.
-  TORCH_CHECK_VALUE(K <= 200000, "K (in_features) must be <= 200000 for exact int32 accumulation, got ", K);
+  TORCH_CHECK_VALUE(K <= qk::kMaxK_s24_w8a8, "K (in_features) must be <= ", qk::kMaxK_s24_w8a8,
+                    " for exact int32 accumulation, got ", K);
   if (M == 0) return out;
   const qk::Kernels& kt = active();
   const Tensor x = x_in.contiguous();
@@ -602,14 +606,14 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("unpack_w8a8", &unpack_cpu<qk::unpack_w8a8, qk::w8a8_panel_bytes>);
   m.impl("unpack_w8a16", &unpack_cpu<qk::unpack_w8a16, qk::w8a16_panel_bytes>);
   m.impl("w8a8_gemm", &w8a8_gemm_cpu);
-  m.impl("w8a8_linear", &w8a8_linear_cpu);
-  m.impl("w8a16_gemm", &w8a16_gemm_cpu);
+  m.impl("w8a8_linear", QK_FP16_VIA_FP32(w8a8_linear_cpu));
+  m.impl("w8a16_gemm", QK_FP16_VIA_FP32(w8a16_gemm_cpu));
   m.impl("pack_w4", &pack_w4_cpu);
   m.impl("unpack_w4", &unpack_w4_cpu);
-  m.impl("w4a8_linear", &w4a8_linear_cpu);
-  m.impl("w4a16_gemm", &w4a16_gemm_cpu);
+  m.impl("w4a8_linear", QK_FP16_VIA_FP32(w4a8_linear_cpu));
+  m.impl("w4a16_gemm", QK_FP16_VIA_FP32(w4a16_gemm_cpu));
   m.impl("pack_s24", &pack_s24_cpu);
   m.impl("unpack_s24", &unpack_s24_cpu);
-  m.impl("s24_linear", &s24_linear_cpu);
-  m.impl("s24_w8a8_linear", &s24_w8a8_linear_cpu);
+  m.impl("s24_linear", QK_FP16_VIA_FP32(s24_linear_cpu));
+  m.impl("s24_w8a8_linear", QK_FP16_VIA_FP32(s24_w8a8_linear_cpu));
 }

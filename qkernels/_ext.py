@@ -1,7 +1,9 @@
-"""Loads the native extension (registers torch.ops.qkernels.*) and applies QKERNELS_CPU_ISA."""
+"""Loads the native extension (registers torch.ops.qkernels.*) and exposes the CPU feature model:
+which kernel paths this CPU can run, which one runs now, and QKERNELS_CPU_ISA."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
@@ -12,20 +14,65 @@ except ImportError as e:  # pragma: no cover - only without a build
         "qkernels native extension is not built: run `pip install --no-build-isolation -e .` "
         f"in the qkernels checkout ({e})") from e
 
-_env_isa = os.environ.get("QKERNELS_CPU_ISA")
-if _env_isa:
-    _C.set_cpu_isa(_env_isa)  # ValueError on an unknown name; caps at what the CPU has
+
+def supported_cpu_paths() -> list[str]:
+    """The CPU paths this CPU (and OS) can run, best first; the last is always 'scalar'.
+
+    Example: AMD Zen 4 -> ['avx512_vnni', 'avx2', 'scalar']; Alder Lake -> ['avx_vnni', 'avx2', 'scalar'].
+    """
+    return list(_C.supported_paths(_C.cpu_features()))
 
 
 def cpu_isa() -> str:
     """The CPU path that runs now: 'amx' | 'avx512_vnni' | 'avx_vnni' | 'avx2' | 'scalar'."""
-    return _C.cpu_isa()
+    return _C.cpu_path()
 
 
 def set_cpu_isa(name: str) -> str:
-    """Cap the CPU path at ``name`` (tests use it to run every path); returns the active path."""
-    return _C.set_cpu_isa(name)
+    """Select the CPU path ``name`` for every later call (process-wide); returns it.
+
+    ValueError naming the missing CPU features if this CPU cannot run it, or for an unknown name.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    return _C.set_cpu_path(name)
 
 
 def detected_cpu_isa() -> str:
-    return _C.detected_isa()
+    """The default path: the best one this CPU supports (supported_cpu_paths()[0])."""
+    return supported_cpu_paths()[0]
+
+
+def cpu_info() -> dict:
+    """What qkernels knows about this CPU: 'vendor', 'model', 'features' (the CPU features the OS
+    enables, as the feature model names them), 'paths' (supported_cpu_paths()), 'path' (cpu_isa())
+    'missing' ({path: [features this CPU lacks]} for every path it cannot run) and 'disabled'
+    (features turned off by QKERNELS_DISABLE_CPU_FEATURES)."""
+    feats = list(_C.cpu_features())
+    paths = supported_cpu_paths()
+    return {"vendor": _C.cpu_vendor(), "model": _C.cpu_model(), "features": feats, "paths": paths,
+            "path": cpu_isa(),
+            "missing": {p: list(_C.missing_features(p, feats)) for p in _C.path_names() if p not in paths},
+            "disabled": list(_C.cpu_disabled_features())}
+
+
+def _apply_env() -> None:
+    """QKERNELS_DISABLE_CPU_FEATURES (read by the extension) turns detected features off, so a host
+    can act as a smaller CPU. QKERNELS_CPU_ISA selects a path; one this CPU cannot run (or an
+    unknown name) is never run: a warning says why and the default path stays."""
+    off = [f for f in os.environ.get("QKERNELS_DISABLE_CPU_FEATURES", "").replace(",", " ").split()]
+    unknown = [f for f in off if f not in _C.feature_names()]
+    if unknown:
+        warnings.warn(f"QKERNELS_DISABLE_CPU_FEATURES: unknown feature(s) {unknown} ignored; the features "
+                      f"are {list(_C.feature_names())}", RuntimeWarning, stacklevel=3)
+    want = os.environ.get("QKERNELS_CPU_ISA")
+    if not want:
+        return
+    try:
+        set_cpu_isa(want)
+    except ValueError as e:
+        warnings.warn(f"QKERNELS_CPU_ISA={want!r} ignored: {e}; using the default path "
+                      f"{cpu_isa()!r}", RuntimeWarning, stacklevel=3)
+
+
+_apply_env()

@@ -38,6 +38,23 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 _SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)
 
 
+def unpack_nibbles(packed: torch.Tensor, K: int) -> torch.Tensor:
+    """uint8 [N, ceil(K/2)] (element 2j in the low nibble of byte j) -> uint8 [N, K] nibble values."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)[:, :K]
+
+
+def decompress_24(values: torch.Tensor, meta: torch.Tensor, K: int) -> torch.Tensor:
+    """2:4 values [N, Kp/2] + meta uint8 (group g in byte g // 2, nibble g % 2, as i0 | i1 << 2;
+    SparseLinear's state_dict format) -> the dense [N, K] weight in values' dtype."""
+    N, G = values.shape[0], values.shape[1] // 2
+    m = meta.to(torch.int64)
+    nib = torch.stack([m & 0xF, m >> 4], dim=-1).reshape(N, -1)[:, :G]
+    idx = torch.stack([nib & 3, nib >> 2], dim=-1)
+    dense = torch.zeros(N, G, 4, dtype=values.dtype, device=values.device)
+    dense.scatter_(-1, idx, values.reshape(N, G, 2))
+    return dense.reshape(N, 4 * G)[:, :K]
+
+
 def _nibbles(words: torch.Tensor) -> torch.Tensor:
     """int32 [..., W] -> [..., W, 8]: nibble j of each word (bits 4j .. 4j+3)."""
     return (words.to(torch.int32)[..., None] >> _SHIFTS.to(words.device)) & 0xF
@@ -83,7 +100,10 @@ def gptq_to_int4(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tens
     step = gs or K
     plain = torch.arange(K, device=q.device) // step
     if g_idx is not None:
-        g_idx = torch.as_tensor(g_idx).to(q.device, torch.int64)
+        g_idx = torch.as_tensor(g_idx)
+        if g_idx.dtype.is_floating_point or g_idx.dtype == torch.bool:
+            raise TypeError(f"g_idx must be an integer tensor (group index per input feature), got {g_idx.dtype}")
+        g_idx = g_idx.to(q.device, torch.int64)
         if g_idx.shape != (K,) or int(g_idx.min()) < 0 or int(g_idx.max()) >= G:
             raise ValueError(f"g_idx must be [{K}] group indices in [0, {G}), got shape {tuple(g_idx.shape)}")
         if not torch.equal(g_idx, plain):

@@ -1,7 +1,10 @@
-"""The op surface: fake (meta) impls for torch.ops.qkernels.*, CUDA registration, backend choice.
+"""The op surface: fake (meta) impls and autograd formulas for torch.ops.qkernels.*, CUDA
+registration, backend choice, and the dequantized weight of each packed format.
 
 Schemas are defined once in csrc/ops.cpp. CPU impls are C++ (csrc/), CUDA impls are Triton
 (qkernels.triton_kernels), and the reference is qkernels.reference. Modules call only this file.
+Every linear op has the gradient dL/dx = dL/dy @ W with W the dequantized weight (the weights are
+frozen), on either backend, so adapters (LoRA) upstream of a quantized layer train.
 """
 from __future__ import annotations
 
@@ -10,6 +13,10 @@ import torch
 from . import _ext  # noqa: F401  (registers the schemas and CPU kernels)
 from . import reference as ref
 from .backend import current_backend
+from .formats import decompress_24, unpack_nibbles
+
+# Largest in_features each integer kernel accumulates exactly (csrc/kernels/kernels.h).
+MAX_IN_FEATURES = dict(_ext._C.max_in_features())
 
 PANEL_N = 64
 _ops = torch.ops.qkernels
@@ -146,6 +153,91 @@ def _(x, w_packed, w_scale, bias, N):
     return x.new_empty((x.shape[0], N))
 
 
+# ---- dequantized weights (the W every op multiplies by) and the input gradient ---------------------
+def dequantize_int8(w_packed: torch.Tensor, act_bits: int | None, w_scale: torch.Tensor, N: int,
+                    K: int) -> torch.Tensor:
+    """fp32 [N, K] = int8 weight * per-channel scale, from pack_int8_weight's layout."""
+    return unpack_int8_weight(w_packed, act_bits, N, K).float() * w_scale.float()[:, None]
+
+
+def dequantize_int4(w_packed: torch.Tensor, N: int, K: int, group_size: int) -> torch.Tensor:
+    """fp32 [N, K] = (u - zz) * scale per group, from pack_int4_weight's layout (symmetric weights are
+    stored as u = q + 8 with zz = 8, so one formula covers both)."""
+    _ensure_cuda(w_packed.device)
+    u, scale, zz = _ops.unpack_w4(w_packed, N, K, group_size, False)
+    g = min(group_size, K)
+    q = unpack_nibbles(u, K).float() - zz.float().repeat_interleave(g, dim=1)[:, :K]
+    return q * scale.repeat_interleave(g, dim=1)[:, :K]
+
+
+def dequantize_sparse24(w_packed: torch.Tensor, value_dtype: torch.dtype, w_scale: torch.Tensor | None,
+                        N: int, K: int) -> torch.Tensor:
+    """fp32 [N, K] pruned dense weight (int8 values times their per-channel scale)."""
+    _ensure_cuda(w_packed.device)
+    values, meta = _ops.unpack_s24(w_packed, N, K, value_dtype)
+    w = decompress_24(values, meta, K).float()
+    return w * w_scale.float()[:, None] if value_dtype == torch.int8 else w
+
+
+def _input_grad(grad_y: torch.Tensor, w: torch.Tensor, x_dtype: torch.dtype) -> torch.Tensor:
+    """dL/dx = dL/dy @ W in fp32, in x's dtype."""
+    return (grad_y.float() @ w).to(x_dtype)
+
+
+# W of each float-input linear op from its arguments after x (schema order) and K.
+_OP_WEIGHT = {
+    "w8a8_linear": lambda K, w_packed, w_scale, bias, N: dequantize_int8(w_packed, 8, w_scale, N, K),
+    "w8a16_gemm": lambda K, w_packed, w_scale, bias, N: dequantize_int8(w_packed, None, w_scale, N, K),
+    "w4a8_linear": lambda K, w_packed, bias, N, gs: dequantize_int4(w_packed, N, K, gs),
+    "w4a16_gemm": lambda K, w_packed, bias, N, gs: dequantize_int4(w_packed, N, K, gs),
+    "s24_linear": lambda K, w_packed, bias, N, vdt: dequantize_sparse24(w_packed, vdt, None, N, K),
+    "s24_w8a8_linear": lambda K, w_packed, w_scale, bias, N: dequantize_sparse24(w_packed, torch.int8, w_scale, N, K),
+}
+_TENSOR = object()  # placeholder for a tensor argument kept with save_for_backward
+
+
+def _register_input_grad(name: str, weight) -> None:
+    def setup_context(ctx, inputs, output):
+        x, rest = inputs[0], inputs[1:]
+        ctx.save_for_backward(*[a for a in rest if isinstance(a, torch.Tensor)])
+        ctx.rest = [_TENSOR if isinstance(a, torch.Tensor) else a for a in rest]
+        ctx.K, ctx.x_dtype = x.shape[1], x.dtype
+
+    def backward(ctx, grad_y):
+        saved = iter(ctx.saved_tensors)
+        rest = [next(saved) if a is _TENSOR else a for a in ctx.rest]
+        grad_x = _input_grad(grad_y, weight(ctx.K, *rest), ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        return (grad_x,) + (None,) * len(rest)
+
+    torch.library.register_autograd(f"qkernels::{name}", backward, setup_context=setup_context)
+
+
+for _name, _weight in _OP_WEIGHT.items():
+    _register_input_grad(_name, _weight)
+
+
+class _ReferenceLinear(torch.autograd.Function):
+    """The reference backend's forward (run as is) with the same input gradient as the ops."""
+
+    @staticmethod
+    def forward(ctx, x, w, fn):
+        ctx.save_for_backward(w)
+        ctx.x_dtype = x.dtype
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (w,) = ctx.saved_tensors
+        return _input_grad(grad_y, w, ctx.x_dtype), None, None
+
+
+def _reference(x: torch.Tensor, fn, weight) -> torch.Tensor:
+    """fn(x) on the reference backend; with the ops' gradient when x needs one (weight() -> W)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReferenceLinear.apply(x, weight(), fn)
+    return fn(x)
+
+
 _cuda_registered = False
 
 
@@ -194,12 +286,12 @@ def int8_linear(x: torch.Tensor, w_packed: torch.Tensor, w_scale: torch.Tensor,
 
     act_bits=8: dynamic per-token int8 activations (W8A8); None: float activations (W8A16).
     """
-    N = w_scale.shape[0]
+    N, K = w_scale.shape[0], x.shape[1]
     if current_backend() == "reference":
-        w = unpack_int8_weight(w_packed, act_bits, N, x.shape[1])
-        if act_bits == 8:
-            return ref.linear_w8a8(x, w, w_scale, bias)
-        return ref.w8a16_gemm(x, w, w_scale, bias)
+        w = unpack_int8_weight(w_packed, act_bits, N, K)
+        fn = ref.linear_w8a8 if act_bits == 8 else ref.w8a16_gemm
+        return _reference(x, lambda x: fn(x, w, w_scale, bias),
+                          lambda: dequantize_int8(w_packed, act_bits, w_scale, N, K))
     _ensure_cuda(x.device)
     if act_bits == 8:  # fused quantize_per_token_int8 + w8a8_gemm
         return _ops.w8a8_linear(x, w_packed, w_scale, bias, N)
@@ -236,9 +328,9 @@ def int4_linear(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | No
         K = x.shape[1]
         qw, scale, zp = unpack_int4_weight(w_packed, N, K, group_size, symmetric)
         q = ref.unpack_int4(qw, K, signed=symmetric)
-        if act_bits == 8:
-            return ref.linear_w4a8(x, q, scale, zp, group_size, bias)
-        return ref.w4a16_gemm(x, q, scale, zp, group_size, bias)
+        fn = ref.linear_w4a8 if act_bits == 8 else ref.w4a16_gemm
+        return _reference(x, lambda x: fn(x, q, scale, zp, group_size, bias),
+                          lambda: dequantize_int4(w_packed, N, K, group_size))
     _ensure_cuda(x.device)
     if act_bits == 8:
         return _ops.w4a8_linear(x, w_packed, bias, N, group_size)
@@ -268,10 +360,13 @@ def sparse24_linear(x: torch.Tensor, w_packed: torch.Tensor, value_dtype: torch.
     accumulation; float32 / bfloat16 values: fp32 accumulation.
     """
     if current_backend() == "reference":
-        values, meta = unpack_sparse24_weight(w_packed, N, x.shape[1], value_dtype)
+        K = x.shape[1]
+        values, meta = unpack_sparse24_weight(w_packed, N, K, value_dtype)
         if value_dtype == torch.int8:
-            return ref.linear_sparse24_w8a8(x, values, meta, w_scale, bias)
-        return ref.sparse24_linear(x, values, meta, bias)
+            fn = lambda x: ref.linear_sparse24_w8a8(x, values, meta, w_scale, bias)  # noqa: E731
+        else:
+            fn = lambda x: ref.sparse24_linear(x, values, meta, bias)  # noqa: E731
+        return _reference(x, fn, lambda: dequantize_sparse24(w_packed, value_dtype, w_scale, N, K))
     _ensure_cuda(x.device)
     if value_dtype == torch.int8:
         return _ops.s24_w8a8_linear(x, w_packed, w_scale, bias, N)

@@ -11,18 +11,14 @@ import pytest  # noqa: E402
 
 import qkernels  # noqa: E402
 
-_ORDER = ["scalar", "avx2", "avx_vnni", "avx512_vnni"]
-
-
 def available_isas():
-    best = qkernels.detected_cpu_isa()
-    best = "avx512_vnni" if best == "amx" else best
-    return _ORDER[: _ORDER.index(best) + 1]
+    """The CPU paths this machine can run (the feature model decides; never an assumed order)."""
+    return qkernels.supported_cpu_paths()
 
 
 @pytest.fixture(params=available_isas())
 def isa(request):
-    """Runs the test once per compiled CPU path this machine can execute."""
+    """Runs the test once per CPU path this machine can execute."""
     prev = qkernels.cpu_isa()
     assert qkernels.set_cpu_isa(request.param) == request.param
     yield request.param

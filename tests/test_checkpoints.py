@@ -84,6 +84,24 @@ def test_gptq_rejects_unrepresentable_zero_and_bad_g_idx():
         QuantLinear.from_gptq(qweight, qzeros, scales, uneven)
     with pytest.raises(TypeError, match="qweight must be an int32 tensor"):
         QuantLinear.from_gptq(qweight.float(), qzeros, scales)
+    with pytest.raises(TypeError, match="g_idx must be an integer tensor"):  # was truncated silently
+        QuantLinear.from_gptq(qweight, qzeros, scales, torch.arange(K) // 32 + 0.7)
+
+
+def test_from_int4_checks_values_before_any_conversion():
+    N, K = 4, 16
+    q = torch.randint(0, 16, (N, K), dtype=torch.int64)
+    zp = torch.full((N, 1), 3, dtype=torch.int64)
+    zp[1, 0] = 2 ** 32 + 3  # an int32 cast would make it 3
+    with pytest.raises(ValueError, match=r"zero_point: values must lie in \[0, 15\]"):
+        QuantLinear.from_int4(q, torch.ones(N, 1), zp, None)
+    q[0, 0] = 2 ** 32 + 1
+    with pytest.raises(ValueError, match=r"q: values must lie in \[0, 15\]"):
+        QuantLinear.from_int4(q, torch.ones(N, 1), zp.clamp(max=15), None)
+    with pytest.raises(ValueError, match="scale: holds NaN or Inf"):
+        QuantLinear.from_int4(q.clamp(max=15), torch.full((N, 1), float("nan")), zp.clamp(max=15), None)
+    with pytest.raises(ValueError, match="input_perm: must be a permutation of range"):
+        QuantLinear.from_int4(q.clamp(max=15), torch.ones(N, 1), zp.clamp(max=15), None, input_perm=torch.zeros(K, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("act_bits", [None, 8])

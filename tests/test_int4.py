@@ -173,7 +173,7 @@ def test_int4_ops_reject_mismatched_pack():
         Q.w4a8_linear(torch.randn(2, 64), packed, None, 70, 16)
     with pytest.raises(ValueError, match="w_packed"):
         Q.w4a16_gemm(torch.randn(2, 72), packed, None, 70, 32)
-    with pytest.raises(TypeError, match="x must be float32 or bfloat16"):
+    with pytest.raises(TypeError, match="x must be float32, bfloat16 or float16"):
         Q.w4a16_gemm(torch.randn(2, 64).double(), packed, None, 70, 32)
 
 
@@ -267,3 +267,36 @@ def test_quantize_model_int4():
     qkernels.quantize_(model, QuantConfig(weight_bits=4, act_bits=None, group_size=32))
     assert all(isinstance(model[i], QuantLinear) and model[i].weight_bits == 4 for i in (0, 2))
     assert sqnr_db(y, model(x)) > 12
+
+
+# ---- W4A16 accumulates x * (u - zz): no cancellation, Inf stays Inf (issue: zero point folded) ----
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_w4a16_no_cancellation_between_large_terms(isa, symmetric):
+    """x = (1e8, 1, 0, ...) against a weight whose first value is exactly zero (u == zz): the output
+    is the small term alone. sum(x * u) - zz * sum(x) lost it completely."""
+    K, N, gs = 64, 70, 32
+    q, s, zp = _rand_int4(N, K, gs, symmetric)
+    q[:, 0] = 0 if symmetric else zp[:, 0]  # w[:, 0] == 0
+    q[:, 1] = 3 if symmetric else (zp[:, 0] + 3).clamp(max=15)
+    x = torch.zeros(2, K)
+    x[:, 0], x[:, 1] = 1e8, 1.0
+    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), None, N, gs, None, symmetric)
+    w1 = (q[:, 1].float() - (0 if symmetric else zp[:, 0].float())) * s[:, 0]
+    assert torch.equal(y, w1.expand(2, N))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+def test_w4a16_nonfinite_activation_matches_the_reference(isa, symmetric, bad):
+    """One +-Inf activation gives +-Inf where its weight is nonzero and NaN where it is zero, as the
+    exact sum does (it used to make every output NaN); NaN poisons its row only."""
+    K, N, gs = 64, 70, 32
+    q, s, zp = _rand_int4(N, K, gs, symmetric)
+    q[:5, 7] = 0 if symmetric else zp[:5, 0]
+    x = torch.randn(3, K)
+    x[1, 7] = bad
+    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), None, N, gs, None, symmetric)
+    yr = R.w4a16_gemm(x, q, s, zp, gs, None)
+    assert torch.equal(torch.isnan(y), torch.isnan(yr)) and torch.equal(torch.isinf(y), torch.isinf(yr))
+    assert torch.equal(y[1][torch.isinf(y[1])], yr[1][torch.isinf(yr[1])])
+    assert torch.isfinite(y[[0, 2]]).all()

@@ -42,6 +42,16 @@ def _cases():
     yield Q.s24_linear.default, (x, pf, torch.randn(70), 70, torch.float32)
     yield Q.s24_linear.default, (x.bfloat16(), Q.pack_s24(vf.bfloat16(), mf, 67), None, 70, torch.bfloat16)
     yield Q.s24_w8a8_linear.default, (x, p8, torch.rand(70), torch.randn(70), 70)
+    # autograd formulas (gradient to x through the dequantized weight) and float16 input
+    xg = x.clone().requires_grad_()
+    yield Q.w8a8_linear.default, (xg, Q.pack_w8a8(w), torch.rand(70), torch.randn(70), 70)
+    yield Q.w8a16_gemm.default, (xg, Q.pack_w8a16(w), torch.rand(70), None, 70)
+    yield Q.w4a8_linear.default, (xg, p4, None, 70, 32)
+    yield Q.w4a16_gemm.default, (xg, p4, torch.randn(70), 70, 32)
+    yield Q.s24_linear.default, (xg, pf, None, 70, torch.float32)
+    yield Q.s24_w8a8_linear.default, (xg, p8, torch.rand(70), None, 70)
+    yield Q.w8a16_gemm.default, (x.half(), Q.pack_w8a16(w), torch.rand(70), None, 70)
+    yield Q.w4a8_linear.default, (x.half(), p4, None, 70, 32)
 
 
 @pytest.mark.parametrize("op,args", list(_cases()), ids=lambda v: str(v) if not isinstance(v, tuple) else "")

@@ -53,18 +53,8 @@ def int8_problem(draw):
     return make(M, -128, [127, -127, -128, 0]), make(N, -127, [127, -127, 0])
 
 
-@pytest.mark.parametrize("path", ["scalar", "avx2", "avx_vnni", "avx512_vnni"])
-def test_gemm_matches_reference_every_path(path):
-    import qkernels
-    from conftest import available_isas
-    if path not in available_isas():
-        pytest.skip(f"{path} not supported by this CPU")
-    prev = qkernels.cpu_isa()
-    qkernels.set_cpu_isa(path)
-    try:
-        _gemm_property()
-    finally:
-        qkernels.set_cpu_isa(prev)
+def test_gemm_matches_reference_every_path(isa):
+    _gemm_property()
 
 
 @COMMON

@@ -71,7 +71,7 @@ def test_state_dict_roundtrip_safetensors(tmp_path, mode):
     lin = nn.Linear(100, 70)
     q = QuantLinear.from_float(lin, act_bits=MODES[mode])
     sd = q.state_dict()
-    assert set(sd) == {"qweight", "weight_scale", "bias", "format_version"}
+    assert set(sd) == {"qweight", "weight_scale", "bias", "format_version", "qconfig"}
     assert sd["qweight"].dtype == torch.int8 and sd["weight_scale"].dtype == torch.float32
     save_file(sd, tmp_path / "q.safetensors")
     q2 = QuantLinear(100, 70, bias=True, weight_bits=8, act_bits=MODES[mode])
@@ -94,7 +94,7 @@ def test_state_dict_rejects_bad_qweight():
     q = QuantLinear(8, 4)
     sd = q.state_dict()
     sd["qweight"] = torch.zeros(4, 9, dtype=torch.int8)
-    with pytest.raises(RuntimeError, match=r"qweight: expected int8 tensor of shape \(4, 8\)"):
+    with pytest.raises(ValueError, match=r"qweight: expected a int8 tensor of shape \(4, 8\)"):
         q.load_state_dict(sd)
     del sd["qweight"]
     with pytest.raises(RuntimeError, match="Missing key.*qweight"):
@@ -156,3 +156,34 @@ def test_backend_env_var_forces_reference(monkeypatch):
     monkeypatch.setenv("QKERNELS_BACKEND", "fast")
     with pytest.raises(ValueError, match="QKERNELS_BACKEND"):
         q(x)
+
+
+KINDS16 = {"w8a8": dict(), "w8a16": dict(act_bits=None), "w4a8": dict(weight_bits=4, group_size=32),
+           "w4a16": dict(weight_bits=4, act_bits=None, group_size=32, symmetric=False)}
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("kind", KINDS16)
+def test_float16_input_on_cpu_runs_in_fp32(kind, backend):
+    """float16 (models loaded with dtype='auto') is accepted on the CPU, computed in fp32 and
+    returned as float16: exactly the fp32 result of the widened input, rounded once."""
+    q = QuantLinear.from_float(nn.Linear(64, 40), **KINDS16[kind])
+    x = torch.randn(2, 3, 64).half()
+    with qkernels.use_backend(backend):
+        y, y32 = q(x), q(x.float())
+    assert y.dtype == torch.float16 and y.shape == (2, 3, 40)
+    assert torch.equal(y, y32.half())
+
+
+def test_float16_sparse_on_cpu():
+    from qkernels import SparseLinear
+    for bits in (None, 8):
+        s = SparseLinear.from_float(nn.Linear(64, 40), weight_bits=bits)
+        x = torch.randn(5, 64).half()
+        assert torch.equal(s(x), s(x.float()).half())
+
+
+def test_bench_probes_are_not_in_the_production_extension():
+    from qkernels import _C
+    public = [n for n in dir(_C) if not n.startswith("_")]
+    assert not [n for n in public if "read" in n or "peak" in n or "ptr" in n], public

@@ -95,3 +95,15 @@ def test_bad_granularity_and_bits():
         R.quantize(torch.randn(2, 2), bits=3)
     with pytest.raises(ValueError, match="group_size"):
         R.quantize(torch.randn(2, 2), "per_group", group_size=0)
+
+
+def test_reference_never_overflows_int32_silently():
+    """The integer contracts are exact int32 sums; a sum that does not fit is an error, not a wrap."""
+    K = 133_200  # 127 * 127 * K > 2^31
+    a = torch.full((1, K), 127, dtype=torch.int8)
+    with pytest.raises(ValueError, match="int8_matmul: an int32 accumulator would overflow"):
+        R.int8_matmul(a, a)
+    assert int(R.int8_matmul(a[:, :1000], a[:, :1000])) == 127 * 127 * 1000
+    q = torch.full((1, 1_200_000), 15, dtype=torch.int8)
+    with pytest.raises(ValueError, match="int4_group_acc: an int32 accumulator would overflow"):
+        R.int4_group_acc(torch.full((1, 1_200_000), 127, dtype=torch.int8), q, torch.zeros(1, 1, dtype=torch.int32), None)

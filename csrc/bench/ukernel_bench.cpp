@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   qk::pack_w8a8(w.data(), N, K, packed.data());
   std::vector<uint8_t> a(M * Kp, 1);
   std::vector<float> as(M, 1.f), ws(N, 1.f), out(M * N);
-  for (qk::Isa isa : {qk::Isa::avx512_vnni, qk::Isa::avx_vnni, qk::Isa::avx2}) {
-    if (isa > qk::detect_isa()) continue;
+  for (qk::Isa isa : qk::supported_paths(qk::cpu_info().features)) {
     const qk::Kernels& kt = qk::kernels(isa);
     qk::W8A8Args g{a.data(), Kp, as.data(), packed.data(), K, N, ws.data(), nullptr, out.data(), N, false};
     double best = 1e30;

@@ -5,7 +5,6 @@
 #include "sparse.h"
 #include "w4_avx2.h"
 #include "driver.h"
-#include "peak.h"
 
 namespace qk {
 
@@ -152,17 +151,23 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
 }
 
 // ---- W4A16: gemm_u4f32f32_2x32_avx2 ------------------------------------------------------------
-// Per k: the 4 ymm of a half-panel k8 step give u = (v >> shift) & 0x0f as fp32 (8 columns each);
-// c[r][j] += bcast(x[r][k]) * u, and per group y += (c - zz * xsum) * scale.
+// Per k: the 4 ymm of a half-panel k8 step give u = (v >> shift) & 0x0f (8 columns each); minus the
+// group's zz (int32, exact) it converts to fp32 and c[r][j] += bcast(x[r][k]) * (u - zz); per group
+// y += c * scale. Products of x with the small integer u - zz: no cancellation between groups' sums.
 template <int MR>
-static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const float* xsum, const uint8_t* wp,
-                                      int64_t G, int64_t gk, float y[][kPanelN], int half) {
+static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+                                      float y[][kPanelN], int half) {
   const __m256i m4 = _mm256_set1_epi32(0x0f);
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const float* xg = x + grp * gk;
+    const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + half * 32;
+    alignas(32) int32_t zz[32];
+    for (int j = 0; j < 4; ++j)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
+                         _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
     __m256 c[MR][4];
     for (int r = 0; r < MR; ++r)
       for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
@@ -173,7 +178,9 @@ static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const float* 
       for (int kk = 0; kk < 8; ++kk) {
         const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
         __m256 u[4];
-        for (int j = 0; j < 4; ++j) u[j] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v[j], sh), m4));
+        for (int j = 0; j < 4; ++j)
+          u[j] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(v[j], sh), m4),
+                                                     _mm256_load_si256(reinterpret_cast<const __m256i*>(zz + 8 * j))));
         for (int r = 0; r < MR; ++r) {
           const __m256 b = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
           for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, u[j], c[r][j]);
@@ -181,15 +188,11 @@ static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const float* 
       }
     }
     const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
-    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN + half * 32;
     for (int j = 0; j < 4; ++j) {
       const __m256 s = _mm256_loadu_ps(scale + 8 * j);
-      const __m256 z = _mm256_cvtepi32_ps(
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zz + 8 * j))));
       for (int r = 0; r < MR; ++r) {
-        const __m256 d = _mm256_sub_ps(c[r][j], _mm256_mul_ps(z, _mm256_set1_ps(xsum[r * G + grp])));
         float* yr = y[r] + half * 32 + 8 * j;
-        _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(d, s)));
+        _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(c[r][j], s)));
       }
     }
   }
@@ -198,37 +201,15 @@ static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const float* 
 void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   drive_w4<2, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    const float* xs = static_cast<const float*>(g.asum) + m * g.G;
     for (int half = 0; half < 2; ++half) {
-      if (mr == 2) ukernel_w4a16_avx2<2>(x, g.lda, xs, wp, g.G, g.gk, y, half);
-      else ukernel_w4a16_avx2<1>(x, g.lda, xs, wp, g.G, g.gk, y, half);
+      if (mr == 2) ukernel_w4a16_avx2<2>(x, g.lda, wp, g.G, g.gk, y, half);
+      else ukernel_w4a16_avx2<1>(x, g.lda, wp, g.G, g.gk, y, half);
     }
   });
 }
 
-// The sign-trick dot (vpsignb, vpmaddubsw, vpmaddwd, vpaddd: 4 instructions for 32 MACs) is
-// what the AVX2 W8A8 kernel issues, so its ceiling is that sequence's rate.
-static double peak_int8_avx2() {
-  const __m256i ones = _mm256_set1_epi16(1);
-  return 64.0 * instr_per_second<__m256i>([ones](__m256i& c, __m256i a, __m256i b) {
-    __m256i t;  // all in asm: as intrinsics the loop-invariant part would be hoisted out
-    asm("vpsignb %[a], %[b], %[t]\n\t"
-        "vpmaddubsw %[t], %[a], %[t]\n\t"
-        "vpmaddwd %[ones], %[t], %[t]\n\t"
-        "vpaddd %[t], %[c], %[c]"
-        : [c] "+x"(c), [t] "=&x"(t) : [a] "x"(a), [b] "x"(b), [ones] "x"(ones));
-  });
-}
-
-double peak_f32_avx2() {  // vfmadd231ps ymm: 8 FMAs
-  return 16.0 * instr_per_second<__m256>([](__m256& c, __m256 a, __m256 b) {
-    asm("vfmadd231ps %1, %2, %0" : "+x"(c) : "x"(a), "x"(b));
-  });
-}
-
-const Kernels kAvx2Kernels = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
-                              gemm_w8a8_avx2, gemm_w8a16_avx2, gemm_w4a8_avx2,
-                              gemm_w4a16_avx2, gemm_s24_float_avx2, gemm_s24_i8_avx2,
-                              peak_int8_avx2, peak_f32_avx2};
+extern const Kernels kernels_avx2 = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
+                                     gemm_w8a8_avx2, gemm_w8a16_avx2, gemm_w4a8_avx2,
+                                     gemm_w4a16_avx2, gemm_s24_float_avx2, gemm_s24_i8_avx2};
 
 }  // namespace qk

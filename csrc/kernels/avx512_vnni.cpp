@@ -1,10 +1,9 @@
-// AVX-512 VNNI kernels (-mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma): quant, W8A8, W8A16.
+// AVX-512 VNNI path kernels (flags from cpu_paths.def): quant, W8A8, W8A16, W4A8, W4A16.
 #include <immintrin.h>
 
 #include <algorithm>
 
 #include "driver.h"
-#include "peak.h"
 #include "sparse.h"
 #include "kernels.h"
 // Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
@@ -216,54 +215,72 @@ inline void ukernel_w4a8(const int8_t* a, int64_t lda, const int32_t* asum, cons
 }
 
 // ---- W4A16: gemm_u4f32f32_MRx64_avx512 -------------------------------------------------------
-// Same 256-byte k8 step; each k's 16-column fp32 vector is a table lookup: vpermps uses the low
-// 4 bits of each dword index, so (v >> shift) picks u directly from the table {0, 1, .., 15}
-// (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28). c[r][j] += bcast(x[r][k]) * u; per group
-// y += (c - zz * xsum) * scale. MR x 4 fp32 accumulators (MR <= 6) + table, v, index, u.
+// Same 256-byte k8 step; each k's 16-column fp32 vector of (u - zz) is a table lookup: vpermps uses
+// the low 4 bits of each dword index, so (v >> shift) picks from a 16-entry table directly
+// (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28). When every column of the group block has
+// zz = 8 (symmetric weights, and GPTQ's symmetric zero point) the table is {-8, .., 7} and holds
+// u - zz itself; otherwise it is {0, .., 15} and the columns' zz are subtracted (exact, small
+// integers). c[r][j] += bcast(x[r][k]) * (u - zz), so products never cancel; per group
+// y += c * scale. MR x 4 fp32 accumulators (MR <= 6) + table, v, index, u.
 // c += u * bcast(x[k]) with the broadcast from memory; asm pins the accumulator (as dpbusd above).
 inline void fma_bcast(__m512& c, __m512 u, const float* x) {
   asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(u), "m"(*x));
 }
 
+inline bool zz_all_8(const uint8_t* zz) {
+  return _mm512_cmpneq_epi8_mask(_mm512_loadu_si512(zz), _mm512_set1_epi8(8)) == 0;
+}
+
+template <int MR, bool ZZ8>
+inline void w4a16_group(const float* xg, int64_t ldx, const uint8_t* blk, int64_t gk, float y[][kPanelN]) {
+  const __m512 table = ZZ8 ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
+                           : _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  alignas(64) float zzf[kPanelN];
+  if constexpr (!ZZ8) {
+    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
+    for (int j = 0; j < 4; ++j)
+      _mm512_store_ps(zzf + 16 * j, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j)))));
+  }
+  __m512 c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
+  for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+    const uint8_t* w = blk + k8 * 256;
+    for (int l = 0; l < 4; ++l)
+      _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
+    __m512i v[4];
+    for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_si512(w + 64 * j);
+#pragma GCC unroll 8
+    for (int kk = 0; kk < 8; ++kk) {
+      const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
+        if constexpr (!ZZ8) u = _mm512_sub_ps(u, _mm512_load_ps(zzf + 16 * j));
+        for (int r = 0; r < MR; ++r) fma_bcast(c[r][j], u, xg + r * ldx + 8 * k8 + kk);
+      }
+    }
+  }
+  const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
+  for (int j = 0; j < 4; ++j) {
+    const __m512 s = _mm512_loadu_ps(scale + 16 * j);
+    for (int r = 0; r < MR; ++r)
+      _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), _mm512_mul_ps(c[r][j], s)));
+  }
+}
+
 template <int MR>
-inline void ukernel_w4a16(const float* x, int64_t ldx, const float* xsum, const uint8_t* wp,
-                          int64_t G, int64_t gk, float y[][kPanelN]) {
-  const __m512 table = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+inline void ukernel_w4a16(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+                          float y[][kPanelN]) {
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[r] + 16 * j, _mm512_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
-    const float* xg = x + grp * gk;
-    __m512 c[MR][4];
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
-    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-      const uint8_t* w = blk + k8 * 256;
-      for (int l = 0; l < 4; ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
-      __m512i v[4];
-      for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_si512(w + 64 * j);
-#pragma GCC unroll 8
-      for (int kk = 0; kk < 8; ++kk) {
-        const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          const __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
-          for (int r = 0; r < MR; ++r) fma_bcast(c[r][j], u, xg + r * ldx + 8 * k8 + kk);
-        }
-      }
-    }
-    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
-    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
-    for (int j = 0; j < 4; ++j) {
-      const __m512 s = _mm512_loadu_ps(scale + 16 * j);
-      const __m512 z = _mm512_cvtepi32_ps(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j))));
-      for (int r = 0; r < MR; ++r) {
-        const __m512 d = _mm512_sub_ps(c[r][j], _mm512_mul_ps(z, _mm512_set1_ps(xsum[r * G + grp])));
-        _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), _mm512_mul_ps(d, s)));
-      }
-    }
+    if (zz_all_8(blk + 32 * gk + 4 * kPanelN))
+      w4a16_group<MR, true>(x + grp * gk, ldx, blk, gk, y);
+    else
+      w4a16_group<MR, false>(x + grp * gk, ldx, blk, gk, y);
   }
 }
 
@@ -354,34 +371,22 @@ void gemm_w4a8_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64
 void gemm_w4a16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   drive_w4<6, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    const float* xs = static_cast<const float*>(g.asum) + m * g.G;
     switch (mr) {
-      case 1: ukernel_w4a16<1>(x, g.lda, xs, wp, g.G, g.gk, y); break;
-      case 2: ukernel_w4a16<2>(x, g.lda, xs, wp, g.G, g.gk, y); break;
-      case 3: ukernel_w4a16<3>(x, g.lda, xs, wp, g.G, g.gk, y); break;
-      case 4: ukernel_w4a16<4>(x, g.lda, xs, wp, g.G, g.gk, y); break;
-      case 5: ukernel_w4a16<5>(x, g.lda, xs, wp, g.G, g.gk, y); break;
-      default: ukernel_w4a16<6>(x, g.lda, xs, wp, g.G, g.gk, y); break;
+      case 1: ukernel_w4a16<1>(x, g.lda, wp, g.G, g.gk, y); break;
+      case 2: ukernel_w4a16<2>(x, g.lda, wp, g.G, g.gk, y); break;
+      case 3: ukernel_w4a16<3>(x, g.lda, wp, g.G, g.gk, y); break;
+      case 4: ukernel_w4a16<4>(x, g.lda, wp, g.G, g.gk, y); break;
+      case 5: ukernel_w4a16<5>(x, g.lda, wp, g.G, g.gk, y); break;
+      default: ukernel_w4a16<6>(x, g.lda, wp, g.G, g.gk, y); break;
     }
-  });
-}
-
-double peak_int8_avx512() {  // vpdpbusd zmm: 64 MACs
-  return 128.0 * instr_per_second<__m512i>([](__m512i& c, __m512i a, __m512i b) { dpbusd(c, a, b); });
-}
-
-double peak_f32_avx512() {  // vfmadd231ps zmm: 16 FMAs
-  return 32.0 * instr_per_second<__m512>([](__m512& c, __m512 a, __m512 b) {
-    asm("vfmadd231ps %1, %2, %0" : "+v"(c) : "v"(a), "v"(b));
   });
 }
 
 }  // namespace
 
-const Kernels kAvx512VnniKernels = {Isa::avx512_vnni, true, quant_row_f32_avx512,
-                                    quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
-                                    gemm_w4a8_avx512, gemm_w4a16_avx512, gemm_s24_float_avx512,
-                                    gemm_s24_i8_avx512,
-                                    peak_int8_avx512, peak_f32_avx512};
+extern const Kernels kernels_avx512_vnni = {Isa::avx512_vnni, true, quant_row_f32_avx512,
+                                            quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
+                                            gemm_w4a8_avx512, gemm_w4a16_avx512, gemm_s24_float_avx512,
+                                            gemm_s24_i8_avx512};
 
 }  // namespace qk

@@ -3,7 +3,6 @@
 
 #include "avx2.h"
 #include "driver.h"
-#include "peak.h"
 #include "sparse.h"
 #include "w4_avx2.h"
 
@@ -61,16 +60,10 @@ void gemm_w4a8_avxvnni(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int6
   gemm_w4a8_ymm(g, m0, m1, p0, p1, [](__m256i& c, __m256i u, __m256i a) { dpbusd(c, u, a); });
 }
 
-double peak_int8_avxvnni() {  // {vex} vpdpbusd ymm: 32 MACs
-  return 64.0 * instr_per_second<__m256i>([](__m256i& c, __m256i a, __m256i b) { dpbusd(c, a, b); });
-}
-
 }  // namespace
 
-const Kernels kAvxVnniKernels = {Isa::avx_vnni, true, quant_row_f32_avx2, quant_row_bf16_avx2,
-                                 gemm_w8a8_avxvnni, gemm_w8a16_avx2, gemm_w4a8_avxvnni,
-                                 gemm_w4a16_avx2, gemm_s24_float_avx2,
-                                 gemm_s24_i8_avx2, peak_int8_avxvnni,
-                                 peak_f32_avx2};
+extern const Kernels kernels_avx_vnni = {Isa::avx_vnni, true, quant_row_f32_avx2, quant_row_bf16_avx2,
+                                         gemm_w8a8_avxvnni, gemm_w8a16_avx2, gemm_w4a8_avxvnni,
+                                         gemm_w4a16_avx2, gemm_s24_float_avx2, gemm_s24_i8_avx2};
 
 }  // namespace qk

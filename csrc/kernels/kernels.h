@@ -1,30 +1,37 @@
-// Torch-free kernel interface: ISA enum, packed-layout constants and the per-ISA kernel table.
+// Torch-free kernel interface: packed-layout constants and the per-path kernel table.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu.h"
+
 namespace qk {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx_vnni = 2, avx512_vnni = 3, amx = 4 };
+// Every inline helper a kernel translation unit sees has internal linkage (static, or an
+// anonymous namespace): TUs are compiled with different ISA flags, and the linker must never
+// pick an AVX-512 copy of a shared helper for the scalar path.
 
-const char* isa_name(Isa isa);
-bool isa_from_name(const char* name, Isa* out);
-Isa detect_isa();        // best ISA this CPU + OS support (CPUID + XGETBV)
-Isa active_isa();        // detect_isa() capped by QKERNELS_CPU_ISA / set_active_isa
-void set_active_isa(Isa isa);  // caps to detect_isa(); used by tests and the env override
+// Largest K (in_features) each integer contract accumulates exactly in int32. The op layer checks
+// them and Python reads them (qkernels._C.max_in_features) to reject such layers at construction.
+//   W8A8:     the u8 paths sum (a + 128) * w:             255 * 127 * K < 2^31
+//   W4A8:     sum a * u and zz * sum a:                    128 * 15 * K < 2^31
+//   2:4 int8: K / 2 products of at most 128 * 127
+constexpr int64_t kMaxK_w8a8 = 66000;
+constexpr int64_t kMaxK_w4a8 = 1000000;
+constexpr int64_t kMaxK_s24_w8a8 = 200000;
 
 // Packed weights: columns in panels of kPanelN. Both layouts are ISA-independent, so a
 // weight packed once runs on every ISA path.
 constexpr int64_t kPanelN = 64;
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // W8A8 panel p (columns 64p .. 64p+63), K padded to Kp = round_up(K, 4):
 //   bytes [0, Kp*64):       for k4 in [0, Kp/4): for n in [0, 64): w[64p+n][4k4 .. 4k4+3]
 //   bytes [Kp*64, +256):    int32 colsum[n] = 128 * sum_k w[64p+n][k]   (VNNI u8 compensation)
 // Padding (k >= K or n >= N) is zero. Weights must lie in [-127, 127] (AVX2 sign trick).
-inline int64_t w8a8_panel_bytes(int64_t K) { return round_up(K, 4) * kPanelN + 4 * kPanelN; }
+static inline int64_t w8a8_panel_bytes(int64_t K) { return round_up(K, 4) * kPanelN + 4 * kPanelN; }
 // W8A16 panel p: for k in [0, K): for n in [0, 64): w[64p+n][k]   (int8, zero padding in n)
-inline int64_t w8a16_panel_bytes(int64_t K) { return K * kPanelN; }
+static inline int64_t w8a16_panel_bytes(int64_t K) { return K * kPanelN; }
 
 void pack_w8a8(const int8_t* w, int64_t N, int64_t K, int8_t* out);
 void pack_w8a16(const int8_t* w, int64_t N, int64_t K, int8_t* out);
@@ -71,8 +78,8 @@ struct W8A16Args {
 // So one 64-byte load is 16 columns x 8 k: (v & 0x0f) and (v >> 4 & 0x0f) are two vpdpbusd-ready
 // u8 [16 n x 4 k] operands. Padding holds u = 0 (the activations there are 0 too); padded
 // columns have scale 0 and zz 0.
-inline int64_t w4_group_bytes(int64_t gk) { return gk * 32 + 4 * kPanelN + kPanelN; }
-inline int64_t w4_panel_bytes(int64_t G, int64_t gk) { return G * w4_group_bytes(gk); }
+static inline int64_t w4_group_bytes(int64_t gk) { return gk * 32 + 4 * kPanelN + kPanelN; }
+static inline int64_t w4_panel_bytes(int64_t G, int64_t gk) { return G * w4_group_bytes(gk); }
 // u: [N][K] nibble values (one per byte), scale: [N][G] fp32, zz: [N][G] (0..15).
 void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N, int64_t K,
              int64_t G, int64_t gk, uint8_t* out);
@@ -83,13 +90,15 @@ void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t g
 //   W4A8:  a = int8 activations [M][Kp], asum[m][g] = sum of row m's group g (int32), a_scale[M]
 //          y[m][n] = fp32 sum over g (in order) of float(acc_g) * scale[n][g], then
 //          out = y * a_scale[m] + bias[n]; acc_g = sum_k a[m][k] * (u[n][k] - zz[n][g]) exact.
-//   W4A16: x = fp32 activations [M][Kp], xsum[m][g] = fp32 sum of row m's group g
-//          out = sum_g (sum_k x * u - zz * xsum) * scale + bias   (fp32; not bit-exact)
+//   W4A16: x = fp32 activations [M][Kp] (asum unused)
+//          out = sum_g (sum_k x * (u - zz)) * scale + bias in fp32: each product is of x with the
+//          small integer u - zz, so large terms never cancel and Inf / NaN propagate as in the
+//          exact sum (fp32, not bit-exact; the reference states the bound).
 struct W4Args {
   const void* a;          // int8 (W4A8) or fp32 (W4A16) rows, stride lda
   int64_t lda;            // = Kp
   const float* a_scale;   // [M] (W4A8 only)
-  const void* asum;       // [M][G]: int32 (W4A8) or fp32 (W4A16)
+  const int32_t* asum;    // [M][G] (W4A8 only)
   const uint8_t* w;       // packed panels (w4 layout)
   int64_t G, gk, N;
   const float* bias;
@@ -109,8 +118,8 @@ struct W4Args {
 // activation window of 4 broadcast to every 128-bit quad) and vpermw (int16 lanes, window of 4
 // broadcast to every qword) gather the activations. Padding: values 0, meta 0.
 constexpr int64_t kS24BlockK = 32;
-inline int64_t s24_block_bytes(int64_t esize) { return 4 * kPanelN + 8 * 4 * 32 * esize; }
-inline int64_t s24_panel_bytes(int64_t K, int64_t esize) {
+static inline int64_t s24_block_bytes(int64_t esize) { return 4 * kPanelN + 8 * 4 * 32 * esize; }
+static inline int64_t s24_panel_bytes(int64_t K, int64_t esize) {
   return round_up(K, kS24BlockK) / kS24BlockK * s24_block_bytes(esize);
 }
 // values: [N][Kp4/2] (Kp4 = round_up(K, 4)) of esize bytes each, meta: [N][ceil(Kp4/8)] uint8
@@ -149,21 +158,10 @@ struct Kernels {
   void (*gemm_w4a16)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_s24_float)(const S24Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
   void (*gemm_s24_i8)(const S24Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
-  // Measured single-thread ceilings of this path's inner instructions, in ops/s (a MAC is 2 ops):
-  // the int8 dot instruction and the fp32 FMA. The bench reports "% of peak" against them.
-  double (*peak_int8_ops)();
-  double (*peak_f32_flops)();
 };
 
+// The table of a path built into this binary (path_built(isa)); each is defined in the path's own
+// translation units as kernels_<name>, compiled with the flags of its features (cpu_paths.def).
 const Kernels& kernels(Isa isa);
-
-// Sum of n uint64 (memory read probe for the bench; the result only defeats dead-code removal).
-uint64_t read_sum_u64(const uint64_t* p, int64_t n);
-
-// Per-ISA tables (defined in their own translation units, compiled with their own flags).
-extern const Kernels kScalarKernels;
-extern const Kernels kAvx2Kernels;
-extern const Kernels kAvxVnniKernels;
-extern const Kernels kAvx512VnniKernels;
 
 }  // namespace qk

@@ -1,6 +1,5 @@
 // Portable scalar kernels: the last fallback, and the plainest statement of each packed layout.
 #include "driver.h"
-#include "peak.h"
 #include "kernels.h"
 
 namespace qk {
@@ -61,7 +60,6 @@ void gemm_w4a8_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64
 void gemm_w4a16_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   drive_w4<1, false>(g, m0, m1, p0, p1, [&g](int, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    const float* xsum = static_cast<const float*>(g.asum) + m * g.G;
     for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0.0f;
     for (int64_t grp = 0; grp < g.G; ++grp) {
       const uint8_t* blk = wp + grp * w4_group_bytes(g.gk);
@@ -69,8 +67,8 @@ void gemm_w4a16_scalar(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int6
       const uint8_t* zz = blk + 32 * g.gk + 4 * kPanelN;
       float d[kPanelN] = {0};
       for (int64_t kk = 0; kk < g.gk; ++kk)
-        for (int64_t n = 0; n < kPanelN; ++n) d[n] += x[grp * g.gk + kk] * float(w4_u(blk, kk, n));
-      for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] += (d[n] - float(zz[n]) * xsum[grp]) * scale[n];
+        for (int64_t n = 0; n < kPanelN; ++n) d[n] += x[grp * g.gk + kk] * float(w4_u(blk, kk, n) - zz[n]);
+      for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] += d[n] * scale[n];
     }
   });
 }
@@ -132,9 +130,8 @@ void gemm_s24_i8_scalar(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, in
 
 }  // namespace
 
-const Kernels kScalarKernels = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
-                                gemm_w8a8_scalar, gemm_w8a16_scalar, gemm_w4a8_scalar,
-                                gemm_w4a16_scalar, gemm_s24_float_scalar,
-                                gemm_s24_i8_scalar, no_peak, no_peak};
+extern const Kernels kernels_scalar = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
+                                       gemm_w8a8_scalar, gemm_w8a16_scalar, gemm_w4a8_scalar,
+                                       gemm_w4a16_scalar, gemm_s24_float_scalar, gemm_s24_i8_scalar};
 
 }  // namespace qk

@@ -7,15 +7,17 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
-from ._common import FORMAT_VERSION, PackedLinear  # noqa: F401  (FORMAT_VERSION re-exported)
+from ._common import (FORMAT_VERSION, PackedLinear, check_size, expect_finite,  # noqa: F401
+                      expect_permutation, expect_range, expect_tensor)
 
 
-def _check_config(weight_bits, act_bits, group_size, symmetric):
-    if weight_bits not in (8, 4):
+def check_config(weight_bits, act_bits, group_size, symmetric) -> None:
+    """The one check of a QuantLinear configuration (QuantConfig uses it too)."""
+    if weight_bits not in (8, 4) or isinstance(weight_bits, bool):
         raise ValueError(f"weight_bits must be 8 or 4, got {weight_bits!r}")
-    if act_bits not in (8, None):
+    if act_bits not in (8, None) or isinstance(act_bits, bool):
         raise ValueError(f"act_bits must be 8 or None (weight-only), got {act_bits!r}")
-    if group_size is not None and (not isinstance(group_size, int) or group_size < 1):
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
         raise ValueError(f"group_size must be None or a positive int, got {group_size!r}")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
@@ -28,10 +30,22 @@ def _check_config(weight_bits, act_bits, group_size, symmetric):
         raise NotImplementedError("int8 weights are symmetric only (symmetric=True) in this version")
 
 
-def _check_int4_groups(in_features, group_size):
-    if group_size is not None and -(-in_features // group_size) > 1 and group_size % 8:
+def check_shape(in_features, out_features, weight_bits, act_bits, group_size) -> None:
+    """What a layer of this shape needs from the kernels, checked when it is built."""
+    check_size("in_features", in_features)
+    check_size("out_features", out_features)
+    if weight_bits == 4 and group_size is not None and -(-in_features // group_size) > 1 and group_size % 8:
         raise ValueError(f"group_size must be a multiple of 8 for int4 weights (or >= in_features="
                          f"{in_features}), got {group_size}")
+    if weight_bits == 8 and act_bits == 8:
+        limit, what, hint = ops.MAX_IN_FEATURES["w8a8"], "W8A8", " (act_bits=None has no such limit)"
+    elif weight_bits == 4:
+        limit, what, hint = ops.MAX_IN_FEATURES["w4a8"], "int4", ""
+    else:
+        return
+    if in_features > limit:
+        raise ValueError(f"in_features={in_features} is above {limit}, the largest K the {what} kernels "
+                         f"accumulate exactly in int32{hint}")
 
 
 class QuantLinear(PackedLinear):
@@ -40,7 +54,7 @@ class QuantLinear(PackedLinear):
     act_bits=8: activations are quantized per token to int8 at run time (W8A8 / W4A8, int32
     accumulate). act_bits=None: activations stay float (W8A16 / W4A16, fp32 accumulate).
 
-    state_dict (format_version 1):
+    state_dict (format_version 2):
 
     * int8: ``qweight`` int8 [N, K], ``weight_scale`` fp32 [N].
     * int4: ``qweight`` uint8 [N, ceil(K/2)], two values per byte along K, element 2j in the low
@@ -50,23 +64,25 @@ class QuantLinear(PackedLinear):
       G = ceil(K / group_size) (G = 1 when group_size is None); the last group may be partial.
       ``input_perm`` int64 [K] only for act-order GPTQ imports: the layer computes
       x[..., input_perm] @ Wq.T (see qkernels.formats).
-    * ``bias`` fp32 [N] (if any) and ``format_version``.
+    * ``bias`` fp32 [N] (if any), ``format_version`` and ``qconfig`` int32 [4]: (weight_bits,
+      act_bits or 0, group_size or 0, symmetric). Loading checks the configuration against the
+      module's (ValueError naming the field) and validates every tensor (dtype, shape, value range,
+      finiteness, permutation; ValueError naming the key).
 
     In memory the module keeps a single copy of the quantized weight, in the layout its kernel
     reads (``ops.pack_int8_weight`` / ``ops.pack_int4_weight``; int4 scales and zero points live in
     it too); ``qweight`` (and for int4 ``weight_scale`` / ``weight_zero_point``) unpack on demand.
     """
 
+    CONFIG_FIELDS = ("weight_bits", "act_bits", "group_size", "symmetric")
+    OPTIONAL_WEIGHT_KEYS = ("input_perm",)
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
                  act_bits: int | None = 8, group_size: int | None = None, symmetric: bool = True,
                  device=None):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        _check_config(weight_bits, act_bits, group_size, symmetric)
-        if weight_bits == 4:
-            _check_int4_groups(in_features, group_size)
+        check_config(weight_bits, act_bits, group_size, symmetric)
+        check_shape(in_features, out_features, weight_bits, act_bits, group_size)
         self.in_features, self.out_features = in_features, out_features
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.group_size, self.symmetric = group_size, symmetric
@@ -80,15 +96,24 @@ class QuantLinear(PackedLinear):
             self._set_int4(torch.zeros(out_features, (in_features + 1) // 2, dtype=torch.uint8, device=device),
                            torch.ones(out_features, G, dtype=torch.float32, device=device), zp)
 
+    def _config_values(self):
+        return (self.weight_bits, self.act_bits or 0, self.group_size or 0, int(self.symmetric))
+
+    def _config_text(self, values):
+        wb, ab, gs, sym = values
+        return {"weight_bits": wb, "act_bits": ab or None, "group_size": gs or None, "symmetric": bool(sym)}
+
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_float(cls, linear: nn.Linear, weight_bits: int = 8, act_bits: int | None = 8,
                    group_size: int | None = None, symmetric: bool = True) -> "QuantLinear":
+        """Quantize an nn.Linear (subclasses included). On the meta device the result is a meta
+        QuantLinear of the same configuration (no values), e.g. to load a checkpoint into."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        _check_config(weight_bits, act_bits, group_size, symmetric)
+        check_config(weight_bits, act_bits, group_size, symmetric)
         w = linear.weight.detach()
-        if not torch.isfinite(w).all():
+        if w.device.type != "meta" and not torch.isfinite(w).all():
             raise ValueError("linear.weight holds NaN or Inf; cannot quantize it")
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
                 act_bits, group_size, symmetric, device=w.device)
@@ -112,39 +137,38 @@ class QuantLinear(PackedLinear):
         """An int4 QuantLinear from quantized values (e.g. a GPTQ/AWQ checkpoint, qkernels.formats).
 
         q: integer [N, K] values, in [-8, 7] when zero_point is None, else in [0, 15]; scale: float
-        [N, G]; zero_point: integer [N, G] in [0, 15] or None; input_perm: optional int [K] (the
-        layer computes x[..., input_perm] @ ((q - zero_point) * scale).T + bias).
+        [N, G]; zero_point: integer [N, G] in [0, 15] or None; input_perm: optional integer [K] (the
+        layer computes x[..., input_perm] @ ((q - zero_point) * scale).T + bias). Every value is
+        checked in its own dtype before any conversion.
         """
-        if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.dtype.is_floating_point:
+        if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.dtype.is_floating_point or q.dtype == torch.bool:
             raise TypeError(f"q must be a 2-D integer tensor [out_features, in_features], got "
                             f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}")
         N, K = q.shape
         symmetric = zero_point is None
         lo, hi = ref.qrange(4, symmetric)
-        if q.numel() and (int(q.min()) < lo or int(q.max()) > hi):
-            raise ValueError(f"q must hold values in [{lo}, {hi}] ({'symmetric' if symmetric else 'with a zero point'}), "
-                             f"got [{int(q.min())}, {int(q.max())}]")
+        expect_range("q", q, lo, hi)
         m = cls(K, N, bias is not None, 4, act_bits, group_size, symmetric, device=q.device)
         G = m._groups
-        if not isinstance(scale, torch.Tensor) or tuple(scale.shape) != (N, G):
-            raise ValueError(f"scale must have shape ({N}, {G}), got {tuple(getattr(scale, 'shape', ()))}")
-        if not torch.isfinite(scale).all():
-            raise ValueError("scale holds NaN or Inf")
+        if not isinstance(scale, torch.Tensor) or tuple(scale.shape) != (N, G) or not scale.dtype.is_floating_point:
+            raise ValueError(f"scale must be a float tensor of shape ({N}, {G}), got "
+                             f"{getattr(scale, 'dtype', type(scale).__name__)} {tuple(getattr(scale, 'shape', ()))}")
+        expect_finite("scale", scale)
         if zero_point is not None:
-            if tuple(zero_point.shape) != (N, G) or zero_point.dtype.is_floating_point:
+            if (not isinstance(zero_point, torch.Tensor) or tuple(zero_point.shape) != (N, G)
+                    or zero_point.dtype.is_floating_point or zero_point.dtype == torch.bool):
                 raise ValueError(f"zero_point must be an integer tensor of shape ({N}, {G}), got "
-                                 f"{zero_point.dtype} {tuple(zero_point.shape)}")
-            zero_point = zero_point.to(torch.int32)
+                                 f"{getattr(zero_point, 'dtype', type(zero_point).__name__)} "
+                                 f"{tuple(getattr(zero_point, 'shape', ()))}")
+            zero_point = expect_range("zero_point", zero_point, 0, 15).to(torch.int32)
         if bias is not None:
-            if tuple(bias.shape) != (N,):
-                raise ValueError(f"bias must have shape ({N},), got {tuple(bias.shape)}")
+            if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,):
+                raise ValueError(f"bias must have shape ({N},), got {tuple(getattr(bias, 'shape', ()))}")
             with torch.no_grad():
-                m.bias.copy_(bias.detach().float())
+                m.bias.copy_(expect_finite("bias", bias.detach()).float())
         if input_perm is not None:
-            perm = torch.as_tensor(input_perm).to(device=q.device, dtype=torch.int64)
-            if perm.shape != (K,) or not torch.equal(perm.sort().values, torch.arange(K, device=q.device)):
-                raise ValueError(f"input_perm must be a permutation of range({K})")
-            m.register_buffer("input_perm", perm)
+            perm = expect_permutation("input_perm", torch.as_tensor(input_perm), K)
+            m.register_buffer("input_perm", perm.to(device=q.device, dtype=torch.int64))
         m._set_int4(ref.pack_int4(q.to(torch.int8)), scale.float(), zero_point)
         return m
 
@@ -220,61 +244,39 @@ class QuantLinear(PackedLinear):
             destination[prefix + "qweight"] = self.qweight
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _expect(self, state_dict, key, dtype, shape, error_msgs):
-        t = state_dict[key]
-        if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
-            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-            want = str(dtype).replace("torch.", "")
-            error_msgs.append(f"{key}: expected {want} tensor of shape {shape}, got {got}")
-            return None
-        return t.to(self._packed.device)
+    def _weight_keys(self):
+        if self.weight_bits == 8:
+            return ("qweight",)
+        return ("qweight", "weight_scale") + (() if self.symmetric else ("weight_zero_point",))
 
-    def _load_int4(self, state_dict, prefix, strict, missing_keys, error_msgs):
-        N, K, G = self.out_features, self.in_features, self._groups
-        keys = {"qweight": (torch.uint8, (N, (K + 1) // 2)), "weight_scale": (torch.float32, (N, G))}
+    def _load_weight(self, state_dict, prefix):
+        N, K, dev = self.out_features, self.in_features, self._packed.device
+        qweight = prefix + "qweight"
+        if self.weight_bits == 8:
+            w = expect_range(qweight, expect_tensor(state_dict, qweight, torch.int8, (N, K)), -127, 127)
+            self._set_weight(w.to(dev))
+            return
+        G = self._groups
+        qw = expect_tensor(state_dict, qweight, torch.uint8, (N, (K + 1) // 2))
+        scale = expect_finite(prefix + "weight_scale",
+                              expect_tensor(state_dict, prefix + "weight_scale", torch.float32, (N, G)))
+        zp = None
         if not self.symmetric:
-            keys["weight_zero_point"] = (torch.int32, (N, G))
-        got = {}
-        for name, (dtype, shape) in keys.items():
-            if prefix + name in state_dict:
-                got[name] = self._expect(state_dict, prefix + name, dtype, shape, error_msgs)
-            elif strict:
-                missing_keys.append(prefix + name)
-        if len(got) == len(keys) and all(t is not None for t in got.values()):
-            self._set_int4(got["qweight"], got["weight_scale"], got.get("weight_zero_point"))
+            key = prefix + "weight_zero_point"
+            zp = expect_range(key, expect_tensor(state_dict, key, torch.int32, (N, G)), 0, 15).to(dev)
         perm = state_dict.get(prefix + "input_perm")
-        if perm is not None:
-            self.register_buffer("input_perm", perm.to(device=self._packed.device, dtype=torch.int64))
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        self._check_format_version(state_dict, prefix)
-        if self.weight_bits == 4:
-            self._load_int4(state_dict, prefix, strict, missing_keys, error_msgs)
-            own = ("qweight", "weight_scale", "weight_zero_point", "input_perm")
-        else:
-            key = prefix + "qweight"
-            if key in state_dict:
-                w = self._expect(state_dict, key, torch.int8, (self.out_features, self.in_features), error_msgs)
-                if w is not None:
-                    self._set_weight(w)
-            elif strict:
-                missing_keys.append(key)
-            own = ("qweight",)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        for name in own:  # not buffers: handled above
-            if prefix + name in unexpected_keys:
-                unexpected_keys.remove(prefix + name)
+        if perm is not None:  # absent means no permutation: a stale one must not survive the load
+            perm = expect_permutation(prefix + "input_perm", perm, K).to(device=dev, dtype=torch.int64)
+        self.register_buffer("input_perm", perm)
+        self._set_int4(qw.to(dev), scale.to(dev), zp)
 
     # ---- use ---------------------------------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [out_features, in_features] this module effectively multiplies by."""
+        N, K = self.out_features, self.in_features
         if self.weight_bits == 8:
-            return self.qweight.float() * self.weight_scale[:, None]
-        qw, scale, zp = self._int4_tensors()
-        q = ref.unpack_int4(qw, self.in_features, signed=self.symmetric)
-        w = ref.dequantize(q, scale, zp, "per_group", self._group)
+            return ops.dequantize_int8(self._packed, self.act_bits, self.weight_scale, N, K)
+        w = ops.dequantize_int4(self._packed, N, K, self._group)
         if self.input_perm is not None:  # column j of the stored weight multiplies x[..., perm[j]]
             w = torch.empty_like(w).index_copy_(1, self.input_perm, w)
         return w

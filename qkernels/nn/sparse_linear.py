@@ -7,9 +7,10 @@ from torch import nn
 from .. import ops
 from .. import reference as ref
 from ..backend import current_backend
-from ._common import PackedLinear
+from ._common import PackedLinear, check_size, expect_finite, expect_range, expect_tensor
 
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
+_VALUE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
 
 
 def _check_bits(weight_bits):
@@ -24,21 +25,28 @@ class SparseLinear(PackedLinear):
     accumulation. weight_bits=8: int8 values with one fp32 scale per output channel, run with
     dynamic per-token int8 activations (exact int32 accumulation, the W8A8 epilogue).
 
-    state_dict (format_version 1; layout in qkernels.reference.sparse): ``values`` [N, Kp/2]
+    state_dict (format_version 2; layout in qkernels.reference.sparse): ``values`` [N, Kp/2]
     (fp32 / bf16 / int8), ``meta`` uint8 [N, ceil(Kp/8)] (Kp = in_features rounded up to 4),
-    ``weight_scale`` fp32 [N] (int8 only), ``bias`` fp32 [N] (if any), ``format_version``.
+    ``weight_scale`` fp32 [N] (int8 only), ``bias`` fp32 [N] (if any), ``format_version`` and
+    ``qconfig`` int32 [2]: (weight_bits or 0, value dtype: 0 float32, 1 bfloat16, 2 int8); loading
+    checks both and validates every tensor (ValueError naming the field or key).
     In memory the module keeps one copy of the compressed weight, in its kernel's layout.
     """
+
+    CONFIG_FIELDS = ("weight_bits", "value_dtype")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits=None,
                  device=None, value_dtype: torch.dtype = torch.float32):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_size("in_features", in_features)
+        check_size("out_features", out_features)
         _check_bits(weight_bits)
         if weight_bits is None and value_dtype not in _FLOAT_VALUES:
             raise TypeError(f"value_dtype must be float32 or bfloat16, got {value_dtype}")
+        limit = ops.MAX_IN_FEATURES["s24_w8a8"]
+        if weight_bits == 8 and in_features > limit:
+            raise ValueError(f"in_features={in_features} is above {limit}, the largest K the 2:4 int8 kernels "
+                             "accumulate exactly in int32 (weight_bits=None has no such limit)")
         self.in_features, self.out_features, self.weight_bits = in_features, out_features, weight_bits
         self.value_dtype = torch.int8 if weight_bits == 8 else value_dtype
         self._init_buffers(out_features, bias, weight_bits == 8, device)
@@ -53,7 +61,7 @@ class SparseLinear(PackedLinear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         _check_bits(weight_bits)
         w = linear.weight.detach()
-        if not torch.isfinite(w).all():
+        if w.device.type != "meta" and not torch.isfinite(w).all():
             raise ValueError("linear.weight holds NaN or Inf; cannot sparsify it")
         vdt = w.dtype if w.dtype in _FLOAT_VALUES else torch.float32
         s = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
@@ -89,6 +97,13 @@ class SparseLinear(PackedLinear):
                 s.bias.copy_(bias.detach().float())
         return s
 
+    def _config_values(self):
+        return (self.weight_bits or 0, _VALUE_CODES[self.value_dtype])
+
+    def _config_text(self, values):
+        names = {v: str(k).replace("torch.", "") for k, v in _VALUE_CODES.items()}
+        return {"weight_bits": values[0] or None, "value_dtype": names.get(values[1], values[1])}
+
     # ---- the weight: one packed copy in memory ----------------------------------------------------
     def _set_weight(self, values: torch.Tensor, meta: torch.Tensor):
         self._packed = ops.pack_sparse24_weight(values, meta, self.in_features)
@@ -117,41 +132,34 @@ class SparseLinear(PackedLinear):
         destination[prefix + "meta"] = meta
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        self._check_format_version(state_dict, prefix)
-        G = -(-self.in_features // 4)
-        N = self.out_features
+    def _weight_keys(self):
+        return ("values", "meta")
+
+    def _load_weight(self, state_dict, prefix):
+        N, G = self.out_features, -(-self.in_features // 4)
         vk, mk = prefix + "values", prefix + "meta"
-        if vk in state_dict and mk in state_dict:
-            values, meta = state_dict[vk], state_dict[mk]
-            ok_dtype = (values.dtype == torch.int8) if self.weight_bits == 8 else values.dtype in _FLOAT_VALUES
-            if not ok_dtype or tuple(values.shape) != (N, 2 * G):
-                want = "int8" if self.weight_bits == 8 else "float32 or bfloat16"
-                error_msgs.append(f"{vk}: expected {want} tensor of shape {(N, 2 * G)}, got "
-                                  f"{values.dtype} {tuple(values.shape)}")
-            elif meta.dtype != torch.uint8 or tuple(meta.shape) != (N, (G + 1) // 2):
-                error_msgs.append(f"{mk}: expected uint8 tensor of shape {(N, (G + 1) // 2)}, got "
-                                  f"{meta.dtype} {tuple(meta.shape)}")
-            else:
-                self.value_dtype = values.dtype
-                dev = self._packed.device
-                self._set_weight(values.to(dev), meta.to(dev))
-        elif strict:
-            missing_keys.extend(k for k in (vk, mk) if k not in state_dict)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        for k in (vk, mk):
-            if k in unexpected_keys:
-                unexpected_keys.remove(k)
+        values = expect_tensor(state_dict, vk, self.value_dtype, (N, 2 * G))
+        if self.value_dtype == torch.int8:
+            expect_range(vk, values, -127, 127)
+        else:
+            expect_finite(vk, values)
+        meta = expect_tensor(state_dict, mk, torch.uint8, (N, (G + 1) // 2))
+        if meta.device.type != "meta":
+            nib = torch.stack([meta & 0xF, meta >> 4], dim=-1).reshape(N, -1)[:, :G]
+            bad = (nib & 3) >= (nib >> 2)
+            if bool(bad.any()):
+                n, g = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(f"{mk}: group {g} of row {n} must name two positions i0 < i1, got "
+                                 f"i0={int(nib[n, g] & 3)} i1={int(nib[n, g] >> 2)}")
+        dev = self._packed.device
+        self._set_weight(values.to(dev), meta.to(dev))
 
     # ---- use ---------------------------------------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
         """The pruned dense float32 weight [out_features, in_features] the module multiplies by."""
-        w = ref.decompress_24(*self.compressed(), self.in_features).float()
-        if self.weight_bits == 8:
-            w = w * self.weight_scale[:, None]
-        return w
+        return ops.dequantize_sparse24(self._packed, self.value_dtype,
+                                       self.weight_scale if self.weight_bits == 8 else None,
+                                       self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

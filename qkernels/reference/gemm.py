@@ -6,12 +6,24 @@ import torch
 from .quant import quantize_per_token_int8
 
 
+INT32_MAX = 2 ** 31 - 1
+
+
+def exact_int32(acc: torch.Tensor, what: str) -> torch.Tensor:
+    """An exact integer sum held in float64 -> int32; ValueError if it does not fit (never wraps)."""
+    if acc.numel() and float(acc.abs().max()) > INT32_MAX:
+        raise ValueError(f"{what}: an int32 accumulator would overflow (|sum| = {float(acc.abs().max()):.0f} "
+                         f"> 2^31 - 1); the integer contract does not hold for this K and these values")
+    return acc.to(torch.int32)
+
+
 def int8_matmul(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Exact int32 ``a @ w.T`` for int8 a [M, K] and w [N, K].
 
-    float64 holds every partial sum exactly (|sum| < 2^31 << 2^53), so BLAS gives the exact result.
+    float64 holds every partial sum exactly (|sum| < 2^31 << 2^53), so BLAS gives the exact result;
+    a sum that does not fit int32 is a ValueError.
     """
-    return (a.double() @ w.double().T).to(torch.int32)
+    return exact_int32(a.double() @ w.double().T, "int8_matmul")
 
 
 def w8a8_epilogue(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
@@ -77,7 +89,7 @@ def int4_group_acc(a: torch.Tensor, q: torch.Tensor, zero_point: torch.Tensor | 
     """
     G, g = int4_groups(a.shape[1], group_size)
     acc = torch.einsum("mgk,ngk->mng", _grouped_k(a, G, g), _int4_centered(q, zero_point, G, g))
-    return acc.to(torch.int32)
+    return exact_int32(acc, "int4_group_acc")
 
 
 def w4a8_gemm(a: torch.Tensor, a_scale: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,

@@ -99,9 +99,9 @@ def sparse24_w8a8(a: torch.Tensor, a_scale: torch.Tensor, values: torch.Tensor, 
                   w_scale: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
     """int8 2:4: exact int32 sum over the kept weights, then the W8A8 epilogue
     ``((float)acc * a_scale[m]) * w_scale[n] + bias[n]``."""
-    from .gemm import w8a8_epilogue
+    from .gemm import exact_int32, w8a8_epilogue
     w = decompress_24(values, meta, a.shape[1])
-    acc = (a.double() @ w.double().T).to(torch.int32)
+    acc = exact_int32(a.double() @ w.double().T, "sparse24_w8a8")
     return w8a8_epilogue(acc, a_scale, w_scale, bias, out_dtype)
 
 

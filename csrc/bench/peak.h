@@ -1,4 +1,4 @@
-// Throughput of one vector instruction: 12 independent accumulator chains, fully unrolled, so
+// Bench only. Throughput of one vector instruction: 12 independent accumulator chains, fully unrolled, so
 // the loop is bound by issue rate, not latency. Used for the bench's "% of peak" column.
 #pragma once
 #include <chrono>
@@ -29,8 +29,6 @@ inline double instr_per_second(Step step) {
   asm volatile("" : : "v"(c6), "v"(c7), "v"(c8), "v"(c9), "v"(c10), "v"(c11));
   return best;
 }
-
-inline double no_peak() { return 0.0; }
 
 }  // namespace
 }  // namespace qk

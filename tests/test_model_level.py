@@ -1,0 +1,151 @@
+"""quantize_ / sparsify_: all or nothing, shared modules stay shared, Linear subclasses convert,
+configs checked when built, per-layer config dicts; limits checked at construction."""
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import qkernels
+from qkernels import QuantConfig, QuantLinear, SparseConfig, SparseLinear
+
+
+class Tied(nn.Module):
+    """One nn.Linear used at two places (weight tying / a shared projection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(16, 16)
+        self.shared = nn.Linear(16, 16)
+        self.block = nn.Sequential(nn.ReLU(), self.shared)
+        self.out = nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.out(self.block(self.shared(self.inp(x))))
+
+
+class MyLinear(nn.Linear):
+    pass
+
+
+@pytest.mark.parametrize("convert,cls", [(lambda m: qkernels.quantize_(m, QuantConfig()), QuantLinear),
+                                         (lambda m: qkernels.sparsify_(m, SparseConfig()), SparseLinear)])
+def test_shared_module_is_replaced_everywhere_by_one_module(convert, cls):
+    model = Tied()
+    convert(model)
+    assert isinstance(model.shared, cls) and model.block[1] is model.shared
+    assert isinstance(model.inp, cls) and isinstance(model.out, cls)
+    model(torch.randn(3, 16))
+
+
+def test_linear_subclasses_are_converted():
+    model = nn.Sequential(MyLinear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    qkernels.quantize_(model)
+    assert isinstance(model[0], QuantLinear) and isinstance(model[2], QuantLinear)
+
+
+def test_multihead_attention_out_proj_is_left_alone():
+    model = nn.Sequential(nn.Linear(16, 16))
+    model.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+    qkernels.quantize_(model)
+    assert isinstance(model[0], QuantLinear)
+    assert type(model.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    x = torch.randn(2, 5, 16)
+    model.attn(x, x, x)
+
+
+@pytest.mark.parametrize("convert", [qkernels.quantize_, qkernels.sparsify_])
+def test_all_or_nothing_on_a_bad_later_layer(convert):
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    before = [type(m) for m in model]
+    with pytest.raises(ValueError, match=r"^2: weight holds NaN or Inf \(nothing was replaced\)"):
+        convert(model)
+    assert [type(m) for m in model] == before
+
+
+def test_all_or_nothing_on_a_layer_beyond_a_kernel_limit():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(70000, 2, device="meta"))
+    with pytest.raises(ValueError, match=r"^1: in_features=70000 is above 66000, the largest K the W8A8 kernels"):
+        qkernels.quantize_(model, QuantConfig(weight_bits=8, act_bits=8))
+    assert type(model[0]) is nn.Linear
+
+
+@pytest.mark.parametrize("kw,exc,msg", [
+    (dict(weight_bits=3), ValueError, "weight_bits must be 8 or 4, got 3"),
+    (dict(act_bits=4), ValueError, "act_bits must be 8 or None"),
+    (dict(weight_bits=4, group_size=0), ValueError, "group_size must be None or a positive int"),
+    (dict(weight_bits=4, symmetric=1), TypeError, "symmetric must be a bool"),
+    (dict(weight_bits=8, group_size=64), NotImplementedError, "per-channel scales only"),
+])
+def test_quant_config_is_checked_when_built(kw, exc, msg):
+    with pytest.raises(exc, match=msg):
+        QuantConfig(**kw)
+
+
+def test_sparse_config_is_checked_when_built():
+    with pytest.raises(ValueError, match="weight_bits must be None"):
+        SparseConfig(weight_bits=4)
+
+
+def test_per_layer_config_dict():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 4)))
+    plan = {"0": QuantConfig(weight_bits=4, act_bits=None, group_size=16), "2.0": QuantConfig(),
+            "2.1": None}
+    qkernels.quantize_(model, plan)
+    assert isinstance(model[0], QuantLinear) and model[0].weight_bits == 4 and model[0].group_size == 16
+    assert isinstance(model[2][0], QuantLinear) and model[2][0].weight_bits == 8
+    assert type(model[2][1]) is nn.Linear
+    with pytest.raises(ValueError, match=r"not convertible nn.Linear modules of the model: \['nope'\]"):
+        qkernels.quantize_(nn.Sequential(nn.Linear(4, 4)), {"nope": QuantConfig()})
+    with pytest.raises(TypeError, match=r"config\['0'\] must be a QuantConfig or None, got SparseConfig"):
+        qkernels.quantize_(nn.Sequential(nn.Linear(4, 4)), {"0": SparseConfig()})
+
+
+def test_shared_module_with_conflicting_choices_is_an_error():
+    model = Tied()
+    with pytest.raises(ValueError, match="is shared but would get different configurations"):
+        qkernels.quantize_(model, QuantConfig(), filter_fn=lambda m, name: name != "block.1")
+    assert type(model.shared) is nn.Linear
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda: QuantLinear(66001, 8), "in_features=66001 is above 66000"),
+    (lambda: QuantLinear(1000001, 1, weight_bits=4, act_bits=None, device="meta"), "is above 1000000"),
+    (lambda: SparseLinear(200001, 8, weight_bits=8, device="meta"), "in_features=200001 is above 200000"),
+])
+def test_limits_are_checked_at_construction(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make()
+
+
+def test_limits_allow_what_the_kernels_accumulate_exactly():
+    QuantLinear(66000, 1)
+    QuantLinear(70000, 1, act_bits=None, device="meta")
+    SparseLinear(200000, 1, weight_bits=8, device="meta")
+
+
+def test_from_float_on_meta_builds_a_meta_module():
+    for make in (lambda l: QuantLinear.from_float(l), lambda l: QuantLinear.from_float(l, weight_bits=4, group_size=32),
+                 lambda l: SparseLinear.from_float(l, weight_bits=8)):
+        m = make(nn.Linear(64, 16, device="meta"))
+        assert m._packed.device.type == "meta" and m.in_features == 64
+
+
+def test_use_backend_is_per_thread():
+    q = QuantLinear.from_float(nn.Linear(32, 8), act_bits=None)
+    inside, seen = threading.Event(), {}
+
+    def other():
+        inside.wait()
+        seen["backend"] = qkernels.current_backend()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with qkernels.use_backend("reference"):
+        assert qkernels.current_backend() == "reference"
+        inside.set()
+        t.join()
+    assert seen["backend"] == "native" and qkernels.current_backend() == "native"
+    q(torch.randn(2, 32))
