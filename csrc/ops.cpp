@@ -597,6 +597,10 @@ TORCH_LIBRARY(qkernels, m) {
   m.def("unpack_s24(Tensor w_packed, SymInt N, SymInt K, ScalarType dtype) -> (Tensor, Tensor)");
   m.def("s24_linear(Tensor x, Tensor w_packed, Tensor? bias, SymInt N, ScalarType value_dtype) -> Tensor");
   m.def("s24_w8a8_linear(Tensor x, Tensor w_packed, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  // The fp32 [N, K] weight each packed format stands for (csrc/autograd.cpp; any device).
+  m.def("dequantize_w8(Tensor w_packed, Tensor w_scale, SymInt N, SymInt K, bool act8) -> Tensor");
+  m.def("dequantize_w4(Tensor w_packed, SymInt N, SymInt K, SymInt group_size) -> Tensor");
+  m.def("dequantize_s24(Tensor w_packed, Tensor? w_scale, SymInt N, SymInt K, ScalarType value_dtype) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qkernels, CPU, m) {

@@ -38,23 +38,6 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 _SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)
 
 
-def unpack_nibbles(packed: torch.Tensor, K: int) -> torch.Tensor:
-    """uint8 [N, ceil(K/2)] (element 2j in the low nibble of byte j) -> uint8 [N, K] nibble values."""
-    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1)[:, :K]
-
-
-def decompress_24(values: torch.Tensor, meta: torch.Tensor, K: int) -> torch.Tensor:
-    """2:4 values [N, Kp/2] + meta uint8 (group g in byte g // 2, nibble g % 2, as i0 | i1 << 2;
-    SparseLinear's state_dict format) -> the dense [N, K] weight in values' dtype."""
-    N, G = values.shape[0], values.shape[1] // 2
-    m = meta.to(torch.int64)
-    nib = torch.stack([m & 0xF, m >> 4], dim=-1).reshape(N, -1)[:, :G]
-    idx = torch.stack([nib & 3, nib >> 2], dim=-1)
-    dense = torch.zeros(N, G, 4, dtype=values.dtype, device=values.device)
-    dense.scatter_(-1, idx, values.reshape(N, G, 2))
-    return dense.reshape(N, 4 * G)[:, :K]
-
-
 def _nibbles(words: torch.Tensor) -> torch.Tensor:
     """int32 [..., W] -> [..., W, 8]: nibble j of each word (bits 4j .. 4j+3)."""
     return (words.to(torch.int32)[..., None] >> _SHIFTS.to(words.device)) & 0xF

@@ -4,7 +4,8 @@ registration, backend choice, and the dequantized weight of each packed format.
 Schemas are defined once in csrc/ops.cpp. CPU impls are C++ (csrc/), CUDA impls are Triton
 (qkernels.triton_kernels), and the reference is qkernels.reference. Modules call only this file.
 Every linear op has the gradient dL/dx = dL/dy @ W with W the dequantized weight (the weights are
-frozen), on either backend, so adapters (LoRA) upstream of a quantized layer train.
+frozen; C++ autograd kernels in csrc/autograd.cpp), on either backend, so adapters (LoRA) upstream
+of a quantized layer train.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch
 from . import _ext  # noqa: F401  (registers the schemas and CPU kernels)
 from . import reference as ref
 from .backend import current_backend
-from .formats import decompress_24, unpack_nibbles
 
 # Largest in_features each integer kernel accumulates exactly (csrc/kernels/kernels.h).
 MAX_IN_FEATURES = dict(_ext._C.max_in_features())
@@ -154,70 +154,29 @@ def _(x, w_packed, w_scale, bias, N):
 
 
 # ---- dequantized weights (the W every op multiplies by) and the input gradient ---------------------
+# The ops' autograd kernels are C++ (csrc/autograd.cpp): dL/dx = dL/dy @ W with W from these ops.
 def dequantize_int8(w_packed: torch.Tensor, act_bits: int | None, w_scale: torch.Tensor, N: int,
                     K: int) -> torch.Tensor:
     """fp32 [N, K] = int8 weight * per-channel scale, from pack_int8_weight's layout."""
-    return unpack_int8_weight(w_packed, act_bits, N, K).float() * w_scale.float()[:, None]
+    _ensure_cuda(w_packed.device)
+    return _ops.dequantize_w8(w_packed, w_scale, N, K, act_bits == 8)
 
 
 def dequantize_int4(w_packed: torch.Tensor, N: int, K: int, group_size: int) -> torch.Tensor:
-    """fp32 [N, K] = (u - zz) * scale per group, from pack_int4_weight's layout (symmetric weights are
-    stored as u = q + 8 with zz = 8, so one formula covers both)."""
+    """fp32 [N, K] = (q - zero point) * scale per group, from pack_int4_weight's layout."""
     _ensure_cuda(w_packed.device)
-    u, scale, zz = _ops.unpack_w4(w_packed, N, K, group_size, False)
-    g = min(group_size, K)
-    q = unpack_nibbles(u, K).float() - zz.float().repeat_interleave(g, dim=1)[:, :K]
-    return q * scale.repeat_interleave(g, dim=1)[:, :K]
+    return _ops.dequantize_w4(w_packed, N, K, group_size)
 
 
 def dequantize_sparse24(w_packed: torch.Tensor, value_dtype: torch.dtype, w_scale: torch.Tensor | None,
                         N: int, K: int) -> torch.Tensor:
     """fp32 [N, K] pruned dense weight (int8 values times their per-channel scale)."""
     _ensure_cuda(w_packed.device)
-    values, meta = _ops.unpack_s24(w_packed, N, K, value_dtype)
-    w = decompress_24(values, meta, K).float()
-    return w * w_scale.float()[:, None] if value_dtype == torch.int8 else w
-
-
-def _input_grad(grad_y: torch.Tensor, w: torch.Tensor, x_dtype: torch.dtype) -> torch.Tensor:
-    """dL/dx = dL/dy @ W in fp32, in x's dtype."""
-    return (grad_y.float() @ w).to(x_dtype)
-
-
-# W of each float-input linear op from its arguments after x (schema order) and K.
-_OP_WEIGHT = {
-    "w8a8_linear": lambda K, w_packed, w_scale, bias, N: dequantize_int8(w_packed, 8, w_scale, N, K),
-    "w8a16_gemm": lambda K, w_packed, w_scale, bias, N: dequantize_int8(w_packed, None, w_scale, N, K),
-    "w4a8_linear": lambda K, w_packed, bias, N, gs: dequantize_int4(w_packed, N, K, gs),
-    "w4a16_gemm": lambda K, w_packed, bias, N, gs: dequantize_int4(w_packed, N, K, gs),
-    "s24_linear": lambda K, w_packed, bias, N, vdt: dequantize_sparse24(w_packed, vdt, None, N, K),
-    "s24_w8a8_linear": lambda K, w_packed, w_scale, bias, N: dequantize_sparse24(w_packed, torch.int8, w_scale, N, K),
-}
-_TENSOR = object()  # placeholder for a tensor argument kept with save_for_backward
-
-
-def _register_input_grad(name: str, weight) -> None:
-    def setup_context(ctx, inputs, output):
-        x, rest = inputs[0], inputs[1:]
-        ctx.save_for_backward(*[a for a in rest if isinstance(a, torch.Tensor)])
-        ctx.rest = [_TENSOR if isinstance(a, torch.Tensor) else a for a in rest]
-        ctx.K, ctx.x_dtype = x.shape[1], x.dtype
-
-    def backward(ctx, grad_y):
-        saved = iter(ctx.saved_tensors)
-        rest = [next(saved) if a is _TENSOR else a for a in ctx.rest]
-        grad_x = _input_grad(grad_y, weight(ctx.K, *rest), ctx.x_dtype) if ctx.needs_input_grad[0] else None
-        return (grad_x,) + (None,) * len(rest)
-
-    torch.library.register_autograd(f"qkernels::{name}", backward, setup_context=setup_context)
-
-
-for _name, _weight in _OP_WEIGHT.items():
-    _register_input_grad(_name, _weight)
+    return _ops.dequantize_s24(w_packed, w_scale, N, K, value_dtype)
 
 
 class _ReferenceLinear(torch.autograd.Function):
-    """The reference backend's forward (run as is) with the same input gradient as the ops."""
+    """The reference backend's forward (run as is) with the ops' input gradient, dL/dy @ W."""
 
     @staticmethod
     def forward(ctx, x, w, fn):
@@ -228,7 +187,7 @@ class _ReferenceLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         (w,) = ctx.saved_tensors
-        return _input_grad(grad_y, w, ctx.x_dtype), None, None
+        return (grad_y.float() @ w).to(ctx.x_dtype), None, None
 
 
 def _reference(x: torch.Tensor, fn, weight) -> torch.Tensor:
