@@ -6,7 +6,8 @@ Each build runs in its own worker process (PYTHONPATH = its checkout, with its e
 place: `python setup.py build_ext --inplace` there). The parent asks the two workers in strict
 alternation for short timing chunks of the same (kind, shape, M, mode), so both see the same
 machine drift, and reports medians and the after/before speed ratio (> 1: this checkout is faster).
-M=1 "DRAM" rows rotate over 2 GiB of weight copies so the weights stream from memory.
+M=1 "DRAM" rows rotate over 2 GiB of weight copies so the weights stream from memory; hot rows
+rotate over 4 copies (cache-resident) so one process's memory placement does not decide a row.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ for line in sys.stdin:
             lin.weight.normal_(0, 0.02)
         one = eval(req["make"])
         per = sum(t.numel() * t.element_size() for t in [one._packed])
-        n = max(2, -(-req["cold_bytes"] // per)) if req["cold"] else 1
+        # DRAM rows rotate over > 2 GiB of copies; hot rows over 4, so one unlucky allocation
+        # (alignment, page placement) of one process does not decide the comparison
+        n = max(2, -(-req["cold_bytes"] // per)) if req["cold"] else 4
         mods[key] = [one] + [copy.deepcopy(one) for _ in range(n - 1)]
     x = xs.setdefault(req["M"], torch.randn(req["M"], req["K"]).to(getattr(torch, req["dtype"])))
     ms = mods[key]

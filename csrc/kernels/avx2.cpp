@@ -151,9 +151,11 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
 }
 
 // ---- W4A16: gemm_u4f32f32_2x32_avx2 ------------------------------------------------------------
-// Per k: the 4 ymm of a half-panel k8 step give u = (v >> shift) & 0x0f (8 columns each); minus the
-// group's zz (int32, exact) it converts to fp32 and c[r][j] += bcast(x[r][k]) * (u - zz); per group
-// y += c * scale. Products of x with the small integer u - zz: no cancellation between groups' sums.
+// Per k of a k8 step, each of the 4 ymm of a half-panel gives u = (v >> shift) & 0x0f for 8
+// columns; u - zz (int32, exact) converts to fp32 and c[r][j] += bcast(x[r][k]) * (u - zz); per group
+// y += c * scale. Products of x with the small integer u - zz: no cancellation, Inf / NaN
+// propagate as in the exact sum. The mask and the subtract can issue on port 5 on Intel, which
+// shifts, converts and FMAs cannot use.
 template <int MR>
 static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
                                       float y[][kPanelN], int half) {
@@ -164,26 +166,27 @@ static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const uint8_t
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const float* xg = x + grp * gk;
     const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + half * 32;
+    __m256 c[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
     alignas(32) int32_t zz[32];
     for (int j = 0; j < 4; ++j)
       _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
-    __m256 c[MR][4];
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
-      __m256i v[4];
-      for (int j = 0; j < 4; ++j) v[j] = _mm256_loadu_si256(w + j);
+#pragma GCC unroll 8
       for (int kk = 0; kk < 8; ++kk) {
         const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
-        __m256 u[4];
-        for (int j = 0; j < 4; ++j)
-          u[j] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(v[j], sh), m4),
-                                                     _mm256_load_si256(reinterpret_cast<const __m256i*>(zz + 8 * j))));
-        for (int r = 0; r < MR; ++r) {
-          const __m256 b = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
-          for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, u[j], c[r][j]);
+        __m256 b[MR];
+        for (int r = 0; r < MR; ++r) b[r] = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {  // v and zz are re-read from L1: 16 ymm are few
+          const __m256i v = _mm256_loadu_si256(w + j);
+          const __m256i q = _mm256_sub_epi32(_mm256_and_si256(sh ? _mm256_srli_epi32(v, sh) : v, m4),
+                                             _mm256_load_si256(reinterpret_cast<const __m256i*>(zz + 8 * j)));
+          const __m256 u = _mm256_cvtepi32_ps(q);
+          for (int r = 0; r < MR; ++r) c[r][j] = _mm256_fmadd_ps(b[r], u, c[r][j]);
         }
       }
     }

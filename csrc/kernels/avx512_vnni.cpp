@@ -215,13 +215,18 @@ inline void ukernel_w4a8(const int8_t* a, int64_t lda, const int32_t* asum, cons
 }
 
 // ---- W4A16: gemm_u4f32f32_MRx64_avx512 -------------------------------------------------------
-// Same 256-byte k8 step; each k's 16-column fp32 vector of (u - zz) is a table lookup: vpermps uses
-// the low 4 bits of each dword index, so (v >> shift) picks from a 16-entry table directly
-// (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28). When every column of the group block has
-// zz = 8 (symmetric weights, and GPTQ's symmetric zero point) the table is {-8, .., 7} and holds
-// u - zz itself; otherwise it is {0, .., 15} and the columns' zz are subtracted (exact, small
-// integers). c[r][j] += bcast(x[r][k]) * (u - zz), so products never cancel; per group
-// y += c * scale. MR x 4 fp32 accumulators (MR <= 6) + table, v, index, u.
+// Same 256-byte k8 step; each k's 16-column fp32 vector of (u - zz) comes from a table lookup, and
+// c += bcast(x[k]) * (u - zz): products of x with a small exact integer, so terms never cancel and
+// Inf / NaN propagate as in the exact sum; per group y += c * scale.
+//   zz = 8 in every column of the group block (symmetric weights, GPTQ's symmetric zero point):
+//     vpermps reads the low 4 bits of each dword, so (v >> shift) indexes the table {-8, .., 7}
+//     directly (k0..3: shift 0, 8, 16, 24; k4..7: 4, 12, 20, 28).
+//   other zero points: the nibbles of 4 k are masked to bytes and offset by 16 - zz per column in
+//     one byte add (e = u - zz + 16 in [1, 31]); vpermt2ps reads the low 5 bits, so (e >> 8i)
+//     picks e - 16 from the 32-entry table {-16, .., 15}.
+// Tiles: MR rows x NP panels with MR * NP * 4 fp32 accumulators (<= 24 zmm): MR = 6, NP = 1 for
+// prefill; MR = 1, NP = 6 panels in lockstep for decode (6 weight streams per core in flight, see
+// ukernel_w4a8_m1 below for why).
 // c += u * bcast(x[k]) with the broadcast from memory; asm pins the accumulator (as dpbusd above).
 inline void fma_bcast(__m512& c, __m512 u, const float* x) {
   asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(u), "m"(*x));
@@ -231,56 +236,83 @@ inline bool zz_all_8(const uint8_t* zz) {
   return _mm512_cmpneq_epi8_mask(_mm512_loadu_si512(zz), _mm512_set1_epi8(8)) == 0;
 }
 
-template <int MR, bool ZZ8>
-inline void w4a16_group(const float* xg, int64_t ldx, const uint8_t* blk, int64_t gk, float y[][kPanelN]) {
-  const __m512 table = ZZ8 ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
-                           : _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  alignas(64) float zzf[kPanelN];
-  if constexpr (!ZZ8) {
-    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
-    for (int j = 0; j < 4; ++j)
-      _mm512_store_ps(zzf + 16 * j, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
-                                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j)))));
-  }
-  __m512 c[MR][4];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
-  for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-    const uint8_t* w = blk + k8 * 256;
-    for (int l = 0; l < 4; ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
-    __m512i v[4];
-    for (int j = 0; j < 4; ++j) v[j] = _mm512_loadu_si512(w + 64 * j);
-#pragma GCC unroll 8
-    for (int kk = 0; kk < 8; ++kk) {
-      const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
-#pragma GCC unroll 4
+template <int MR, int NP, bool ZZ8>
+inline void w4a16_group(const float* xg, int64_t ldx, const uint8_t* const* blk, int64_t gk, float y[][kPanelN]) {
+  const __m512 tlo = ZZ8 ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
+                         : _mm512_setr_ps(-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6, -5, -4, -3, -2, -1);
+  const __m512 thi = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  alignas(64) int32_t zoff[NP][kPanelN];  // per column, 4 bytes of 16 - zz
+  if constexpr (!ZZ8)
+    for (int q = 0; q < NP; ++q)
       for (int j = 0; j < 4; ++j) {
-        __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v[j], sh) : v[j], table);
-        if constexpr (!ZZ8) u = _mm512_sub_ps(u, _mm512_load_ps(zzf + 16 * j));
-        for (int r = 0; r < MR; ++r) fma_bcast(c[r][j], u, xg + r * ldx + 8 * k8 + kk);
+        const __m512i z = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[q] + 32 * gk + 4 * kPanelN + 16 * j)));
+        _mm512_store_si512(zoff[q] + 16 * j, _mm512_sub_epi32(_mm512_set1_epi32(0x10101010),
+                                                              _mm512_mullo_epi32(z, _mm512_set1_epi32(0x01010101))));
+      }
+  __m512 c[MR * NP][4];
+  for (int t = 0; t < MR * NP; ++t)
+    for (int j = 0; j < 4; ++j) c[t][j] = _mm512_setzero_ps();
+  for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+    const float* xk = xg + 8 * k8;
+    for (int q = 0; q < NP; ++q) {
+      const uint8_t* w = blk[q] + k8 * 256;
+      for (int l = 0; l < 4; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16 + 64 * l, _MM_HINT_T0);
+      // Two halves of 4 k (low nibbles k0..3, high nibbles k4..7); within one, k outer and the
+      // 4 column vectors inner, so MR * 4 accumulators are in flight.
+#pragma GCC unroll 2
+      for (int half = 0; half < 2; ++half) {
+        __m512i e[4];
+        for (int j = 0; j < 4; ++j) {
+          const __m512i v = _mm512_loadu_si512(w + 64 * j);
+          if constexpr (ZZ8)
+            e[j] = half ? _mm512_srli_epi32(v, 4) : v;
+          else
+            e[j] = _mm512_add_epi8(_mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(0x0f)),
+                                   _mm512_load_si512(zoff[q] + 16 * j));
+        }
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) {
+            const __m512i idx = kk ? _mm512_srli_epi32(e[j], 8 * kk) : e[j];
+            const __m512 u = ZZ8 ? _mm512_permutexvar_ps(idx, tlo) : _mm512_permutex2var_ps(tlo, idx, thi);
+            for (int r = 0; r < MR; ++r) fma_bcast(c[r * NP + q][j], u, xk + r * ldx + 4 * half + kk);
+          }
+        }
       }
     }
   }
-  const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
-  for (int j = 0; j < 4; ++j) {
-    const __m512 s = _mm512_loadu_ps(scale + 16 * j);
-    for (int r = 0; r < MR; ++r)
-      _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), _mm512_mul_ps(c[r][j], s)));
+  for (int q = 0; q < NP; ++q) {
+    const float* scale = reinterpret_cast<const float*>(blk[q] + 32 * gk);
+    for (int j = 0; j < 4; ++j) {
+      const __m512 s = _mm512_loadu_ps(scale + 16 * j);
+      for (int r = 0; r < MR; ++r) {
+        float* yr = y[q * MR + r] + 16 * j;
+        _mm512_storeu_ps(yr, _mm512_add_ps(_mm512_loadu_ps(yr), _mm512_mul_ps(c[r * NP + q][j], s)));
+      }
+    }
   }
 }
 
-template <int MR>
-inline void ukernel_w4a16(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+// MR rows of x times NP consecutive panels (pb bytes apart) into y[q * MR + r][64].
+template <int MR, int NP>
+inline void ukernel_w4a16(const float* x, int64_t ldx, const uint8_t* wp, int64_t pb, int64_t G, int64_t gk,
                           float y[][kPanelN]) {
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[r] + 16 * j, _mm512_setzero_ps());
+  for (int t = 0; t < MR * NP; ++t)
+    for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[t] + 16 * j, _mm512_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
-    const uint8_t* blk = wp + grp * w4_group_bytes(gk);
-    if (zz_all_8(blk + 32 * gk + 4 * kPanelN))
-      w4a16_group<MR, true>(x + grp * gk, ldx, blk, gk, y);
+    const uint8_t* blk[NP];
+    bool zz8 = true;
+    for (int q = 0; q < NP; ++q) {
+      blk[q] = wp + q * pb + grp * w4_group_bytes(gk);
+      zz8 = zz8 && zz_all_8(blk[q] + 32 * gk + 4 * kPanelN);
+    }
+    if (zz8)
+      w4a16_group<MR, NP, true>(x + grp * gk, ldx, blk, gk, y);
     else
-      w4a16_group<MR, false>(x + grp * gk, ldx, blk, gk, y);
+      w4a16_group<MR, NP, false>(x + grp * gk, ldx, blk, gk, y);
   }
 }
 
@@ -369,15 +401,38 @@ void gemm_w4a8_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64
 }
 
 void gemm_w4a16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  drive_w4<6, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
+  const int64_t pb = w4_panel_bytes(g.G, g.gk);
+  if (m1 - m0 == 1) {  // decode: NP panels in lockstep
+    constexpr int NP = 6;
+    alignas(64) float y[NP][kPanelN];
+    const float* x = static_cast<const float*>(g.a) + m0 * g.lda;
+    for (int64_t p = p0; p < p1;) {
+      const int np = int(std::min<int64_t>(NP, p1 - p));
+      const uint8_t* w = g.w + p * pb;
+      switch (np) {
+        case 6: ukernel_w4a16<1, 6>(x, g.lda, w, pb, g.G, g.gk, y); break;
+        case 5: ukernel_w4a16<1, 5>(x, g.lda, w, pb, g.G, g.gk, y); break;
+        case 4: ukernel_w4a16<1, 4>(x, g.lda, w, pb, g.G, g.gk, y); break;
+        case 3: ukernel_w4a16<1, 3>(x, g.lda, w, pb, g.G, g.gk, y); break;
+        case 2: ukernel_w4a16<1, 2>(x, g.lda, w, pb, g.G, g.gk, y); break;
+        default: ukernel_w4a16<1, 1>(x, g.lda, w, pb, g.G, g.gk, y); break;
+      }
+      for (int q = 0; q < np; ++q)
+        epilogue_w4(y[q], nullptr, g.bias ? g.bias + (p + q) * kPanelN : nullptr, panel_cols(g.N, p + q),
+                    out_row(g.out, g.ldo, m0, (p + q) * kPanelN, g.out_bf16), g.out_bf16);
+      p += np;
+    }
+    return;
+  }
+  drive_w4<6, false>(g, m0, m1, p0, p1, [&g, pb](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
     switch (mr) {
-      case 1: ukernel_w4a16<1>(x, g.lda, wp, g.G, g.gk, y); break;
-      case 2: ukernel_w4a16<2>(x, g.lda, wp, g.G, g.gk, y); break;
-      case 3: ukernel_w4a16<3>(x, g.lda, wp, g.G, g.gk, y); break;
-      case 4: ukernel_w4a16<4>(x, g.lda, wp, g.G, g.gk, y); break;
-      case 5: ukernel_w4a16<5>(x, g.lda, wp, g.G, g.gk, y); break;
-      default: ukernel_w4a16<6>(x, g.lda, wp, g.G, g.gk, y); break;
+      case 1: ukernel_w4a16<1, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
+      case 2: ukernel_w4a16<2, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
+      case 3: ukernel_w4a16<3, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
+      case 4: ukernel_w4a16<4, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
+      case 5: ukernel_w4a16<5, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
+      default: ukernel_w4a16<6, 1>(x, g.lda, wp, pb, g.G, g.gk, y); break;
     }
   });
 }
