@@ -9,7 +9,7 @@ from ._ext import cpu_info, cpu_isa, detected_cpu_isa, set_cpu_isa, supported_cp
 from .backend import current_backend, use_backend
 from .nn import QuantLinear, SparseLinear
 from .quantize import QuantConfig, SparseConfig, quantize_, sparsify_
-from .reference.sparse import prune_24
+from .formats import prune_24
 
 __version__ = "0.1.0"
 __all__ = ["QuantConfig", "QuantLinear", "SparseConfig", "SparseLinear", "cpu_info", "cpu_isa", "current_backend",

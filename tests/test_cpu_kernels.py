@@ -4,6 +4,7 @@ import torch
 
 from qkernels import ops
 from qkernels import reference as R
+from conftest import L_W8A8, L_W8A16, int8_layout, nan_eq
 from tolerances import fp32_dot_bound
 
 Q = torch.ops.qkernels
@@ -13,12 +14,9 @@ SHAPES = [(0, 67, 7), (1, 1, 1), (1, 4097, 67), (3, 7, 4097), (17, 67, 127), (12
           (17, 4095, 129), (3, 1, 64), (1, 257, 1)]
 
 
-def _nan_eq(a, b):
-    return torch.equal(a.nan_to_num(1.5, 2.5, 3.5), b.nan_to_num(1.5, 2.5, 3.5))
-
 
 def _w8a8(a, a_s, w, w_s, b, out_dtype):
-    return Q.w8a8_gemm(a, a_s, Q.pack_w8a8(w), w_s, b, w.shape[0], out_dtype)
+    return Q.w8a8_gemm(a, a_s, Q.pack_int8(w, L_W8A8), L_W8A8, w_s, b, w.shape[0], out_dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -31,7 +29,7 @@ def test_quantize_per_token_matches_reference(isa, dtype, M, K):
         x[2, 0] = float("-inf")
     q, s = Q.quantize_per_token_int8(x)
     qr, sr = R.quantize_per_token_int8(x)
-    assert torch.equal(q, qr) and _nan_eq(s, sr)
+    assert torch.equal(q, qr) and nan_eq(s, sr)
 
 
 def test_quantize_noncontiguous(isa):
@@ -62,11 +60,11 @@ def test_fused_w8a8_linear_equals_quant_then_gemm(isa, M, K, N, dtype):
         x[2, 0] = float("nan")
     w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
     w_s, b = torch.rand(N) + 0.01, torch.randn(N)
-    packed = Q.pack_w8a8(w)
+    packed = Q.pack_int8(w, L_W8A8)
     a, a_s = Q.quantize_per_token_int8(x)
-    expect = Q.w8a8_gemm(a, a_s, packed, w_s, b, N, dtype)
-    assert _nan_eq(Q.w8a8_linear(x, packed, w_s, b, N), expect)
-    assert _nan_eq(expect, R.linear_w8a8(x, w, w_s, b))
+    expect = Q.w8a8_gemm(a, a_s, packed, L_W8A8, w_s, b, N, dtype)
+    assert nan_eq(Q.w8a8_linear(x, packed, L_W8A8, w_s, b, N), expect)
+    assert nan_eq(expect, R.linear_w8a8(x, w, w_s, b))
 
 
 @pytest.mark.parametrize("pattern", ["same_sign", "opposite_sign", "alternating"])
@@ -103,7 +101,7 @@ def test_w8a16_gemm_within_fp32_rounding(isa, M, K, N, dtype):
     x = torch.randn(M, K).to(dtype)
     w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
     w_s, b = torch.rand(N) + 0.01, torch.randn(N)
-    y = Q.w8a16_gemm(x, Q.pack_w8a16(w), w_s, b, N)
+    y = Q.w8a16_linear(x, Q.pack_int8(w, L_W8A16), L_W8A16, w_s, b, N)
     assert y.dtype == dtype and y.shape == (M, N)
     exact = (x.double() @ w.double().T) * w_s.double() + b.double()
     bound = fp32_dot_bound(x.float(), w, w_s)
@@ -117,8 +115,8 @@ def test_nan_input_poisons_only_its_row(isa):
     x = torch.randn(4, 33)
     x[1, 5] = float("nan")
     x[2, 7] = float("inf")
-    y8 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, 8), torch.ones(67), None, 8)
-    y16 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, None), torch.ones(67), None, None)
+    y8 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, L_W8A8), L_W8A8, torch.ones(67), None, 8)
+    y16 = ops.int8_linear(x, ops.pack_int8_weight(lin_w, L_W8A16), L_W8A16, torch.ones(67), None, None)
     for y in (y8, y16):
         assert torch.isfinite(y[[0, 3]]).all()
         assert torch.isnan(y[1]).all()
@@ -130,13 +128,13 @@ def test_results_do_not_depend_on_thread_count(isa, act_bits):
     x = torch.randn(100, 515)
     w = torch.randint(-127, 128, (300, 515), dtype=torch.int8)
     w_s = torch.rand(300)
-    packed = ops.pack_int8_weight(w, act_bits)
+    packed = ops.pack_int8_weight(w, int8_layout(act_bits))
     prev = torch.get_num_threads()
     outs = []
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            outs.append(ops.int8_linear(x, packed, w_s, None, act_bits))
+            outs.append(ops.int8_linear(x, packed, int8_layout(act_bits), w_s, None, act_bits))
     finally:
         torch.set_num_threads(prev)
     assert torch.equal(outs[0], outs[1])
@@ -146,7 +144,8 @@ def test_results_do_not_depend_on_thread_count(isa, act_bits):
 @pytest.mark.parametrize("N,K", [(1, 1), (67, 7), (130, 4097)])
 def test_pack_unpack_roundtrip(act_bits, N, K):
     w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
-    assert torch.equal(ops.unpack_int8_weight(ops.pack_int8_weight(w, act_bits), act_bits, N, K), w)
+    L = int8_layout(act_bits)
+    assert torch.equal(ops.unpack_int8_weight(ops.pack_int8_weight(w, L), L, N, K), w)
 
 
 @pytest.mark.parametrize("act_bits", [8, None])
@@ -154,32 +153,33 @@ def test_batch_invariance(isa, act_bits):
     """A row's output does not depend on the batch it is computed in (M=1 vs M=150)."""
     x = torch.randn(150, 300)
     w = torch.randint(-127, 128, (130, 300), dtype=torch.int8)
-    packed, w_s, b = ops.pack_int8_weight(w, act_bits), torch.rand(130), torch.randn(130)
-    y = ops.int8_linear(x, packed, w_s, b, act_bits)
+    L = int8_layout(act_bits)
+    packed, w_s, b = ops.pack_int8_weight(w, L), torch.rand(130), torch.randn(130)
+    y = ops.int8_linear(x, packed, L, w_s, b, act_bits)
     for i in (0, 5, 6, 95, 96, 149):
-        assert torch.equal(ops.int8_linear(x[i:i + 1], packed, w_s, b, act_bits), y[i:i + 1])
+        assert torch.equal(ops.int8_linear(x[i:i + 1], packed, L, w_s, b, act_bits), y[i:i + 1])
 
 
 def test_pack_rejects_minus_128():
     w = torch.zeros(3, 8, dtype=torch.int8)
     w[1, 2] = -128
     with pytest.raises(ValueError, match=r"\[-127, 127\]"):
-        Q.pack_w8a8(w)
+        Q.pack_int8(w, L_W8A8)
 
 
 def test_w8a8_rejects_k_beyond_exact_int32():
     K = 66001
     w = torch.zeros(1, K, dtype=torch.int8)
     with pytest.raises(ValueError, match="K .* must be <= 66000"):
-        Q.w8a8_gemm(torch.zeros(1, K, dtype=torch.int8), torch.ones(1), Q.pack_w8a8(w), torch.ones(1),
+        Q.w8a8_gemm(torch.zeros(1, K, dtype=torch.int8), torch.ones(1), Q.pack_int8(w, L_W8A8), L_W8A8, torch.ones(1),
                     None, 1, torch.float32)
 
 
 def test_gemm_rejects_mismatched_pack():
     w = torch.zeros(70, 16, dtype=torch.int8)
     with pytest.raises(ValueError, match="w_packed"):
-        Q.w8a8_gemm(torch.zeros(2, 20, dtype=torch.int8), torch.ones(2), Q.pack_w8a8(w),
+        Q.w8a8_gemm(torch.zeros(2, 20, dtype=torch.int8), torch.ones(2), Q.pack_int8(w, L_W8A8), L_W8A8,
                     torch.ones(70), None, 70, torch.float32)
     with pytest.raises(TypeError, match="a must be int8"):
-        Q.w8a8_gemm(torch.zeros(2, 16), torch.ones(2), Q.pack_w8a8(w), torch.ones(70), None, 70,
+        Q.w8a8_gemm(torch.zeros(2, 16), torch.ones(2), Q.pack_int8(w, L_W8A8), L_W8A8, torch.ones(70), None, 70,
                     torch.float32)

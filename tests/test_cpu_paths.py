@@ -167,6 +167,6 @@ def test_every_supported_path_runs(isa):
     from qkernels import reference as R
     a = torch.randint(-127, 128, (3, 70), dtype=torch.int8)
     w = torch.randint(-127, 128, (9, 70), dtype=torch.int8)
-    y = torch.ops.qkernels.w8a8_gemm(a, torch.ones(3), torch.ops.qkernels.pack_w8a8(w), torch.ones(9), None, 9,
-                                     torch.float32)
+    Q, L = torch.ops.qkernels, "int8_w8a8_panels"
+    y = Q.w8a8_gemm(a, torch.ones(3), Q.pack_int8(w, L), L, torch.ones(9), None, 9, torch.float32)
     assert qkernels.cpu_isa() == isa and torch.equal(y, R.int8_matmul(a, w).float())

@@ -87,12 +87,14 @@ def test_int4_state_dict_mismatch_is_reported():
         q.load_state_dict(sd)
 
 
-def test_pack_w4_rejects_bad_zero_points():
-    qw = torch.zeros(2, 8, dtype=torch.uint8)
+def test_pack_int4_rejects_bad_zero_points_and_layouts():
+    qw, L4 = torch.zeros(2, 8, dtype=torch.uint8), "int4_panels"
     with pytest.raises(ValueError, match=r"zero_point must hold values in \[0, 15\]"):
-        torch.ops.qkernels.pack_w4(qw, torch.ones(2, 1), torch.full((2, 1), 16, dtype=torch.int32), 16, 16)
+        torch.ops.qkernels.pack_int4(qw, torch.ones(2, 1), torch.full((2, 1), 16, dtype=torch.int32), 16, 16, L4)
     with pytest.raises(ValueError, match=r"scale must have shape \[2, 2\]"):
-        torch.ops.qkernels.pack_w4(qw, torch.ones(2, 1), None, 16, 8)
+        torch.ops.qkernels.pack_int4(qw, torch.ones(2, 1), None, 16, 8, L4)
+    with pytest.raises(ValueError, match="layout: the CPU int4 layout is 'int4_panels', got 'int4_blob'"):
+        torch.ops.qkernels.pack_int4(qw, torch.ones(2, 2), None, 16, 8, "int4_blob")
 
 
 def test_not_yet_implemented_is_loud():
@@ -116,7 +118,7 @@ def test_sparse_linear_errors():
         s(torch.randn(2, 8).double())
     meta = torch.zeros(4, 1, dtype=torch.uint8)  # i0 = i1 = 0: not two positions
     with pytest.raises(ValueError, match="i0 < i1"):
-        torch.ops.qkernels.pack_s24(torch.zeros(4, 4), meta, 8)
+        torch.ops.qkernels.pack_sparse24(torch.zeros(4, 4), meta, 8, "sparse24_panels")
 
 
 def test_quantize_config_type():

@@ -12,6 +12,7 @@ from torch import nn
 import qkernels
 from qkernels import QuantConfig, QuantLinear, ops
 from qkernels import reference as R
+from conftest import L_INT4, nan_eq
 from tolerances import EPS32, SQNR_DB, sqnr_db
 
 Q = torch.ops.qkernels
@@ -31,11 +32,8 @@ def _rand_int4(N, K, group_size, symmetric):
 
 
 def _pack(q, scale, zp, K, group_size):
-    return ops.pack_int4_weight(R.pack_int4(q), scale, zp, K, group_size or K)
+    return ops.pack_int4_weight(R.pack_int4(q), scale, zp, K, group_size or K, L_INT4)
 
-
-def _nan_eq(a, b):
-    return torch.equal(a.nan_to_num(1.5, 2.5, 3.5), b.nan_to_num(1.5, 2.5, 3.5))
 
 
 # ---- reference ---------------------------------------------------------------------------------
@@ -79,9 +77,9 @@ def test_w4a8_bit_exact(isa, M, K, N, gs, dtype, symmetric):
     q, s, zp = _rand_int4(N, K, gs, symmetric)
     packed, b = _pack(q, s, zp, K, gs), torch.randn(N)
     for bias in (b, None):
-        y = Q.w4a8_linear(x, packed, bias, N, gs or K)
+        y = Q.w4a8_linear(x, packed, L_INT4, bias, N, gs or K)
         assert y.dtype == dtype and y.shape == (M, N)
-        assert _nan_eq(y, R.linear_w4a8(x, q, s, zp, gs, bias))
+        assert nan_eq(y, R.linear_w4a8(x, q, s, zp, gs, bias))
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -100,7 +98,7 @@ def test_w4a8_extreme_values(isa, symmetric):
         zp = torch.zeros(N, G, dtype=torch.int32)
         q[1::2], zp[1::2] = 0, 15
     s = torch.ones(N, G)
-    y = Q.w4a8_linear(x, _pack(q, s, zp, K, gs), None, N, gs)
+    y = Q.w4a8_linear(x, _pack(q, s, zp, K, gs), L_INT4, None, N, gs)
     assert torch.equal(y, R.linear_w4a8(x, q, s, zp, gs, None))
     a, _ = R.quantize_per_token_int8(x)
     assert R.int4_group_acc(a, q, zp, gs).abs().max().item() == 127 * (8 if symmetric else 15) * gs
@@ -127,7 +125,7 @@ def test_w4a16_within_fp32_rounding(isa, M, K, N, gs, dtype, symmetric):
     x = torch.randn(M, K).to(dtype)
     q, s, zp = _rand_int4(N, K, gs, symmetric)
     b = torch.randn(N)
-    y = Q.w4a16_gemm(x, _pack(q, s, zp, K, gs), b, N, gs or K)
+    y = Q.w4a16_linear(x, _pack(q, s, zp, K, gs), L_INT4, b, N, gs or K)
     assert y.dtype == dtype and y.shape == (M, N)
     exact = R.w4a16_gemm(x.double().float(), q, s, zp, gs, None).double() + b.double()
     bound = _w4a16_bound(x.float(), q, s, zp, gs) + exact.abs() * EPS32 * 2
@@ -141,7 +139,7 @@ def test_w4a16_within_fp32_rounding(isa, M, K, N, gs, dtype, symmetric):
 def test_pack_unpack_roundtrip(N, K, gs, symmetric):
     q, s, zp = _rand_int4(N, K, gs, symmetric)
     qw = R.pack_int4(q)
-    qw2, s2, zp2 = ops.unpack_int4_weight(_pack(q, s, zp, K, gs), N, K, gs or K, symmetric)
+    qw2, s2, zp2 = ops.unpack_int4_weight(_pack(q, s, zp, K, gs), L_INT4, N, K, gs or K, symmetric)
     assert torch.equal(qw2, qw) and torch.equal(s2, s)
     assert (zp2 is None) if symmetric else torch.equal(zp2, zp)
     assert torch.equal(R.unpack_int4(qw2, K, signed=symmetric), q)
@@ -158,23 +156,23 @@ def test_int4_thread_count_and_batch_invariance(isa, act_bits):
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            outs.append(ops.int4_linear(x, packed, None, N, gs, act_bits, False))
+            outs.append(ops.int4_linear(x, packed, L_INT4, None, N, gs, act_bits, False))
     finally:
         torch.set_num_threads(prev)
     assert torch.equal(outs[0], outs[1])
     for i in (0, 5, 6, 95, 99):
-        assert torch.equal(ops.int4_linear(x[i:i + 1], packed, None, N, gs, act_bits, False), outs[0][i:i + 1])
+        assert torch.equal(ops.int4_linear(x[i:i + 1], packed, L_INT4, None, N, gs, act_bits, False), outs[0][i:i + 1])
 
 
 def test_int4_ops_reject_mismatched_pack():
     q, s, zp = _rand_int4(70, 64, 32, True)
     packed = _pack(q, s, zp, 64, 32)
     with pytest.raises(ValueError, match="w_packed"):
-        Q.w4a8_linear(torch.randn(2, 64), packed, None, 70, 16)
+        Q.w4a8_linear(torch.randn(2, 64), packed, L_INT4, None, 70, 16)
     with pytest.raises(ValueError, match="w_packed"):
-        Q.w4a16_gemm(torch.randn(2, 72), packed, None, 70, 32)
+        Q.w4a16_linear(torch.randn(2, 72), packed, L_INT4, None, 70, 32)
     with pytest.raises(TypeError, match="x must be float32, bfloat16 or float16"):
-        Q.w4a16_gemm(torch.randn(2, 64).double(), packed, None, 70, 32)
+        Q.w4a16_linear(torch.randn(2, 64).double(), packed, L_INT4, None, 70, 32)
 
 
 # ---- QuantLinear(weight_bits=4) -------------------------------------------------------------------
@@ -280,7 +278,7 @@ def test_w4a16_no_cancellation_between_large_terms(isa, symmetric):
     q[:, 1] = 3 if symmetric else (zp[:, 0] + 3).clamp(max=15)
     x = torch.zeros(2, K)
     x[:, 0], x[:, 1] = 1e8, 1.0
-    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), None, N, gs, None, symmetric)
+    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), L_INT4, None, N, gs, None, symmetric)
     w1 = (q[:, 1].float() - (0 if symmetric else zp[:, 0].float())) * s[:, 0]
     assert torch.equal(y, w1.expand(2, N))
 
@@ -295,7 +293,7 @@ def test_w4a16_nonfinite_activation_matches_the_reference(isa, symmetric, bad):
     q[:5, 7] = 0 if symmetric else zp[:5, 0]
     x = torch.randn(3, K)
     x[1, 7] = bad
-    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), None, N, gs, None, symmetric)
+    y = ops.int4_linear(x, _pack(q, s, zp, K, gs), L_INT4, None, N, gs, None, symmetric)
     yr = R.w4a16_gemm(x, q, s, zp, gs, None)
     assert torch.equal(torch.isnan(y), torch.isnan(yr)) and torch.equal(torch.isinf(y), torch.isinf(yr))
     assert torch.equal(y[1][torch.isinf(y[1])], yr[1][torch.isinf(yr[1])])

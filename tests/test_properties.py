@@ -4,6 +4,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import L_W8A8, nan_eq
 from qkernels import reference as R
 
 Q = torch.ops.qkernels
@@ -23,9 +24,6 @@ def float_rows(draw):
     return x
 
 
-def _nan_eq(a, b):
-    return torch.equal(a.nan_to_num(1.5, 2.5, 3.5), b.nan_to_num(1.5, 2.5, 3.5))
-
 
 @COMMON
 @given(x=float_rows(), bf16=st.booleans())
@@ -34,7 +32,7 @@ def test_quantize_matches_reference(x, bf16):
         x = x.bfloat16()
     q, s = Q.quantize_per_token_int8(x)
     qr, sr = R.quantize_per_token_int8(x)
-    assert torch.equal(q, qr) and _nan_eq(s, sr)
+    assert torch.equal(q, qr) and nan_eq(s, sr)
     assert int(q.min()) >= -127 and int(q.max()) <= 127
 
 
@@ -62,6 +60,6 @@ def test_gemm_matches_reference_every_path(isa):
 def _gemm_property(prob):
     a, w = prob
     M, N = a.shape[0], w.shape[0]
-    y = Q.w8a8_gemm(a, torch.ones(M), Q.pack_w8a8(w), torch.ones(N), None, N, torch.float32)
+    y = Q.w8a8_gemm(a, torch.ones(M), Q.pack_int8(w, L_W8A8), L_W8A8, torch.ones(N), None, N, torch.float32)
     exact = R.int8_matmul(a, w)
     assert torch.equal(y, exact.float())

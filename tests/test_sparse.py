@@ -11,6 +11,7 @@ from torch import nn
 import qkernels
 from qkernels import SparseConfig, SparseLinear, ops
 from qkernels import reference as R
+from conftest import L_S24, L_W8A8, nan_eq
 from tolerances import EPS32, fp32_dot_bound
 
 Q = torch.ops.qkernels
@@ -18,9 +19,6 @@ SHAPES = [(0, 67, 7), (1, 1, 1), (1, 4097, 67), (3, 7, 4097), (17, 67, 127), (12
           (17, 4095, 129), (3, 33, 64), (1, 257, 1),
           (1, 300, 1000)]  # the last: M=1 decode path, 16 panels (4 / 6 in lockstep + remainder)
 
-
-def _nan_eq(a, b):
-    return torch.equal(a.nan_to_num(1.5, 2.5, 3.5), b.nan_to_num(1.5, 2.5, 3.5))
 
 
 # ---- reference: pruning and format ------------------------------------------------------------------
@@ -68,7 +66,7 @@ def test_float_sparse_within_fp32_rounding_of_dense(isa, M, K, N, dtype, vdtype)
     _, w = R.prune_24(torch.randn(N, K).to(vdtype))
     values, meta = R.compress_24(w)
     b = torch.randn(N)
-    y = Q.s24_linear(x, Q.pack_s24(values, meta, K), b, N, vdtype)
+    y = Q.s24_linear(x, Q.pack_sparse24(values, meta, K, L_S24), L_S24, b, N, vdtype)
     assert y.dtype == dtype and y.shape == (M, N)
     exact = x.double() @ w.double().T + b.double()  # the dense matmul with the pruned weight
     bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * 2 * EPS32
@@ -87,13 +85,13 @@ def test_int8_sparse_bit_exact(isa, M, K, N, dtype):
     _, w = R.prune_24(torch.randint(-127, 128, (N, K), dtype=torch.int8))
     values, meta = R.compress_24(w)
     w_s, b = torch.rand(N) + 0.01, torch.randn(N)
-    packed = Q.pack_s24(values, meta, K)
+    packed = Q.pack_sparse24(values, meta, K, L_S24)
     for bias in (b, None):
-        y = Q.s24_w8a8_linear(x, packed, w_s, bias, N)
-        assert _nan_eq(y, R.linear_sparse24_w8a8(x, values, meta, w_s, bias))
+        y = Q.s24_w8a8_linear(x, packed, L_S24, w_s, bias, N)
+        assert nan_eq(y, R.linear_sparse24_w8a8(x, values, meta, w_s, bias))
     if M > 0:  # the same as the dense W8A8 path on the pruned weight
-        dense = ops.int8_linear(x, ops.pack_int8_weight(w, 8), w_s, b, 8)
-        assert _nan_eq(Q.s24_w8a8_linear(x, packed, w_s, b, N), dense)
+        dense = ops.int8_linear(x, ops.pack_int8_weight(w, L_W8A8), L_W8A8, w_s, b, 8)
+        assert nan_eq(Q.s24_w8a8_linear(x, packed, L_S24, w_s, b, N), dense)
 
 
 def test_int8_sparse_extreme_values(isa):
@@ -104,7 +102,7 @@ def test_int8_sparse_extreme_values(isa):
     w[1::2] = -127
     _, w = R.prune_24(w)
     values, meta = R.compress_24(w)
-    y = Q.s24_w8a8_linear(x, Q.pack_s24(values, meta, K), torch.ones(N), None, N)
+    y = Q.s24_w8a8_linear(x, Q.pack_sparse24(values, meta, K, L_S24), L_S24, torch.ones(N), None, N)
     assert torch.equal(y, R.linear_sparse24_w8a8(x, values, meta, torch.ones(N), None))
 
 
@@ -112,7 +110,7 @@ def test_int8_sparse_extreme_values(isa):
 @pytest.mark.parametrize("N,K", [(1, 1), (67, 7), (130, 4097)])
 def test_pack_unpack_roundtrip(dtype, N, K):
     values, meta = R.compress_24((torch.randn(N, K) * 50).to(dtype))
-    v2, m2 = ops.unpack_sparse24_weight(ops.pack_sparse24_weight(values, meta, K), N, K, dtype)
+    v2, m2 = ops.unpack_sparse24_weight(ops.pack_sparse24_weight(values, meta, K, L_S24), L_S24, N, K, dtype)
     assert torch.equal(v2, values) and torch.equal(m2, meta)
 
 
@@ -122,18 +120,18 @@ def test_sparse_thread_count_and_batch_invariance(isa, vdtype):
     x = torch.randn(100, K)
     w = torch.randn(N, K) if vdtype == torch.float32 else torch.randint(-127, 128, (N, K), dtype=torch.int8)
     values, meta = R.compress_24(w)
-    packed, w_s = ops.pack_sparse24_weight(values, meta, K), torch.rand(N)
+    packed, w_s = ops.pack_sparse24_weight(values, meta, K, L_S24), torch.rand(N)
     prev = torch.get_num_threads()
     outs = []
     try:
         for t in (1, 2):
             torch.set_num_threads(t)
-            outs.append(ops.sparse24_linear(x, packed, vdtype, w_s, None, N))
+            outs.append(ops.sparse24_linear(x, packed, L_S24, vdtype, w_s, None, N))
     finally:
         torch.set_num_threads(prev)
     assert torch.equal(outs[0], outs[1])
     for i in (0, 5, 6, 95, 99):
-        assert torch.equal(ops.sparse24_linear(x[i:i + 1], packed, vdtype, w_s, None, N), outs[0][i:i + 1])
+        assert torch.equal(ops.sparse24_linear(x[i:i + 1], packed, L_S24, vdtype, w_s, None, N), outs[0][i:i + 1])
 
 
 # ---- SparseLinear ------------------------------------------------------------------------------------

@@ -63,13 +63,19 @@ def test_w8a16_matches_reference(M, K, N, dtype):
     assert torch.all((y.double() - exact).abs() <= bound)
 
 
+def test_cuda_impls_check_the_layout():
+    from qkernels.triton_kernels.cuda_impls import IMPLS
+    with pytest.raises(ValueError, match="layout: the CUDA kernels of this op read 'int4_blob', got 'int4_panels'"):
+        IMPLS["w4a16_linear"](torch.randn(2, 8), torch.zeros(8, dtype=torch.uint8), "int4_panels", None, 2, 8)
+
+
 def test_cuda_w8a8_linear_composition():
     """The CUDA impl of w8a8_linear is quant then GEMM; checked here through its Python function."""
-    from qkernels.triton_kernels.register import _w8a8_linear
+    from qkernels.triton_kernels.cuda_impls import IMPLS
     x = torch.randn(5, 67)
     w = torch.randint(-127, 128, (33, 67), dtype=torch.int8)
     w_s, b = torch.rand(33) + 0.01, torch.randn(33)
-    y = _w8a8_linear(x.to(DEV), w.to(DEV), w_s.to(DEV), b.to(DEV), 33).cpu()
+    y = IMPLS["w8a8_linear"](x.to(DEV), w.to(DEV), "int8_rows", w_s.to(DEV), b.to(DEV), 33).cpu()
     yr = R.linear_w8a8(x, w, w_s, b)
     if DEV == "cpu":
         assert torch.equal(y, yr)
@@ -161,11 +167,11 @@ def test_w4a16_matches_reference(M, K, N, gs, dtype, symmetric):
 
 
 def test_cuda_w4a8_linear_composition():
-    from qkernels.triton_kernels.register import _w4a8_linear
+    from qkernels.triton_kernels.cuda_impls import IMPLS
     x = torch.randn(5, 70)
     q, s, zp = _int4(33, 70, 32, False)
     b = torch.randn(33)
-    y = _w4a8_linear(x.to(DEV), _blob(q, s, zp, 70, 32), b.to(DEV), 33, 32).cpu()
+    y = IMPLS["w4a8_linear"](x.to(DEV), _blob(q, s, zp, 70, 32), "int4_blob", b.to(DEV), 33, 32).cpu()
     yr = R.linear_w4a8(x, q, s, zp, 32, b)
     if DEV == "cpu":
         assert torch.equal(y, yr)
@@ -239,11 +245,12 @@ def test_s24_float_matches_dense(M, K, N, dtype, vdtype):
 
 
 def test_cuda_s24_w8a8_linear_composition():
-    from qkernels.triton_kernels.register import _s24_w8a8_linear
+    from qkernels.triton_kernels.cuda_impls import IMPLS
     x = torch.randn(5, 70)
     values, meta = R.compress_24(torch.randint(-127, 128, (33, 70), dtype=torch.int8))
     w_s, b = torch.rand(33) + 0.01, torch.randn(33)
-    y = _s24_w8a8_linear(x.to(DEV), pack_s24(values.to(DEV), meta.to(DEV), 70), w_s.to(DEV), b.to(DEV), 33).cpu()
+    blob = pack_s24(values.to(DEV), meta.to(DEV), 70)
+    y = IMPLS["s24_w8a8_linear"](x.to(DEV), blob, "sparse24_blob", w_s.to(DEV), b.to(DEV), 33).cpu()
     yr = R.linear_sparse24_w8a8(x, values, meta, w_s, b)
     if DEV == "cpu":
         assert torch.equal(y, yr)

@@ -2,9 +2,8 @@
 K tile of the weight is rebuilt in registers from the kept values and their 2-bit positions, then
 fed to tl.dot; fused epilogues as in qkernels.reference.sparse.
 
-CUDA weight blob (one uint8 tensor, what pack_s24 returns on CUDA), Kp = round_up(K, 4), G = Kp/4:
-    [0, N*2G*esize)          values [N, 2G] (fp32 / bf16 / int8), the state_dict layout
-    [.., +N*ceil(G/2))       meta uint8 [N, ceil(G/2)]: group g in byte g//2, nibble g%2, i0 | i1 << 2
+CUDA weight layout "sparse24_blob" (one uint8 tensor): values then meta in the state_dict format,
+parts defined once in qkernels.formats.layouts.sparse24_blob_parts.
 """
 from __future__ import annotations
 
@@ -12,14 +11,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops import ESIZE as _ESIZE, s24_cuda_blob_bytes
+from ..formats import ESIZE as _ESIZE, sparse24_blob_parts
 from ._common import INTERPRET, check, gemm_configs, m_bucket, store_out
 
 
 def _views(blob, N, K, dtype):
     G = -(-K // 4)
-    nv = N * 2 * G * _ESIZE[dtype]
-    return blob[:nv].view(dtype).view(N, 2 * G), blob[nv:nv + N * ((G + 1) // 2)].view(N, (G + 1) // 2)
+    p = sparse24_blob_parts(N, K, _ESIZE[dtype])
+    return blob[p.values:p.meta].view(dtype).view(N, 2 * G), blob[p.meta:p.total].view(N, (G + 1) // 2)
 
 
 def pack_s24(values, meta, K):
@@ -31,7 +30,7 @@ def pack_s24(values, meta, K):
           f"meta must be uint8 [{N}, {(G + 1) // 2}], got {meta.dtype} {tuple(meta.shape)}")
     nib = torch.stack([meta & 0xF, meta >> 4], -1).reshape(N, -1)[:, :G]
     check(bool(((nib & 3) < (nib >> 2)).all()), "meta must name two positions i0 < i1 in every group")
-    blob = torch.empty(s24_cuda_blob_bytes(N, K, _ESIZE[values.dtype]), dtype=torch.uint8, device=values.device)
+    blob = torch.empty(sparse24_blob_parts(N, K, _ESIZE[values.dtype]).total, dtype=torch.uint8, device=values.device)
     v, m = _views(blob, N, K, values.dtype)
     v.copy_(values)
     m.copy_(meta)
@@ -95,7 +94,7 @@ def _s24_gemm_kernel(
 
 def _s24_gemm(x, a_scale, blob, value_dtype, w_scale, bias, N, out_dtype):
     M, K = x.shape
-    need = s24_cuda_blob_bytes(N, K, _ESIZE[value_dtype])
+    need = sparse24_blob_parts(N, K, _ESIZE[value_dtype]).total
     check(blob.dtype == torch.uint8 and blob.dim() == 1 and blob.numel() == need,
           f"w_packed must be the uint8 2:4 blob of {need} bytes for N={N}, K={K}, values {value_dtype}")
     v, meta = _views(blob, N, K, value_dtype)

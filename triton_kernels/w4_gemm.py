@@ -1,11 +1,8 @@
 """Triton W4A16 / W4A8 GEMM on int4 grouped weights: nibbles unpacked in registers, per-group scales
 in the contract's order (qkernels.reference.w4a8_gemm / w4a16_gemm), fused bias.
 
-CUDA weight blob (one uint8 tensor, what pack_w4 returns on CUDA), for N outputs, K inputs, G groups:
-    [0, 4NG)                 fp32 scale [N, G]
-    [4NG, +round_up(NG, 4))  u8 zz [N, G]            w = (u - zz) * scale
-    [.., +N*ceil(K/2))       u8 nibbles [N, ceil(K/2)]: element 2j in the low nibble of byte j;
-                             u = q + 8 (symmetric, zz = 8) or u = q (zz = zero point)
+CUDA weight layout "int4_blob" (one uint8 tensor): its parts are defined once in
+qkernels.formats.layouts.int4_blob_parts; w = (u - zz) * scale.
 """
 from __future__ import annotations
 
@@ -13,25 +10,23 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops import int4_geometry as _geometry, w4_cuda_blob_bytes
+from ..formats import int4_blob_parts, int4_groups
 from ._common import INTERPRET, check, gemm_configs, m_bucket, store_out
 
 
 def _views(blob, N, K, G):
-    ng = N * G
-    zz0 = 4 * ng
-    u0 = zz0 + -(-ng // 4) * 4
-    scale = blob[:zz0].view(torch.float32).view(N, G)
-    return scale, blob[zz0:zz0 + ng].view(N, G), blob[u0:u0 + N * ((K + 1) // 2)].view(N, (K + 1) // 2)
+    p = int4_blob_parts(N, K, G)
+    scale = blob[p.scale:p.zz].view(torch.float32)[:N * G].view(N, G)
+    return scale, blob[p.zz:p.zz + N * G].view(N, G), blob[p.nibbles:p.total].view(N, (K + 1) // 2)
 
 
 def pack_w4(qweight, scale, zero_point, K, group_size):
     N = qweight.shape[0]
-    G, _ = _geometry(K, group_size)
+    G, _ = int4_groups(K, group_size)
     check(qweight.dtype == torch.uint8 and tuple(qweight.shape) == (N, (K + 1) // 2),
           f"qweight must be uint8 [{N}, {(K + 1) // 2}], got {qweight.dtype} {tuple(qweight.shape)}")
     check(tuple(scale.shape) == (N, G), f"scale must have shape [{N}, {G}], got {tuple(scale.shape)}")
-    blob = torch.zeros(w4_cuda_blob_bytes(N, K, G), dtype=torch.uint8, device=qweight.device)
+    blob = torch.zeros(int4_blob_parts(N, K, G).total, dtype=torch.uint8, device=qweight.device)
     s, zz, u = _views(blob, N, K, G)
     s.copy_(scale.float())
     if zero_point is None:
@@ -46,7 +41,7 @@ def pack_w4(qweight, scale, zero_point, K, group_size):
 
 
 def unpack_w4(blob, N, K, group_size, symmetric):
-    G, _ = _geometry(K, group_size)
+    G, _ = int4_groups(K, group_size)
     s, zz, u = _views(blob, N, K, G)
     if symmetric:
         qw = u ^ 0x88
@@ -105,7 +100,7 @@ def _w4_gemm_kernel(
 
 def _w4_gemm(x, a_scale, blob, bias, N, group_size, out_dtype):
     M, K = x.shape
-    G, GK = _geometry(K, group_size)
+    G, GK = int4_groups(K, group_size)
     s, zz, u = _views(blob, N, K, G)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0:
@@ -126,8 +121,8 @@ def _check_blob(x, blob, N, group_size):
     if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}")
     K = x.shape[1]
-    G, _ = _geometry(K, group_size)
-    need = w4_cuda_blob_bytes(N, K, G)
+    G, _ = int4_groups(K, group_size)
+    need = int4_blob_parts(N, K, G).total
     check(blob.dtype == torch.uint8 and blob.dim() == 1 and blob.numel() == need,
           f"w_packed must be the uint8 int4 blob of {need} bytes for N={N}, K={K}, group_size={group_size}")
 

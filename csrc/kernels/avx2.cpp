@@ -1,10 +1,10 @@
-// AVX2 + FMA kernels (no VNNI): quant, W8A8 with the sign trick, W8A16. Also used by AVX-VNNI.
+// AVX2 path (-mavx -mavx2 -mfma, no VNNI): int8 quantization, W8A8 (sign trick), W8A16, W4A8,
+// W4A16; the 2:4 kernels are in sparse_avx2.cpp. The AVX-VNNI table reuses W8A16, W4A16 and quant.
 #include <immintrin.h>
 
-#include "avx2.h"
-#include "sparse.h"
-#include "w4_avx2.h"
 #include "driver.h"
+#include "sparse.h"
+#include "ymm_int8.h"
 
 namespace qk {
 
@@ -66,54 +66,33 @@ static void quant_row_avx2(const T* x, int64_t K, int8_t* q, float* scale) {
 void quant_row_f32_avx2(const float* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
 void quant_row_bf16_avx2(const uint16_t* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
 
-// ---- W8A8: gemm_s8s8s32_2x32_avx2 ---------------------------------------------------------------
-// Half a panel (32 columns) per call. One k4 step: w0..w3 = 4 ymm of [8 columns x 4 k] bytes.
-// vpmaddubsw needs u8 x s8 and saturates int16 pair sums, so use the sign trick:
-//   |a| (u8, <= 128) x sign(w, a) (|w| <= 127): a pair sum is at most 2*128*127 = 32512 < 32767,
-// exact for every int8 activation and every weight in [-127, 127]; vpmaddwd(ones) widens to i32.
-template <int MR>
-static inline void ukernel_w8a8_avx2(const int8_t* a, int64_t lda, const int8_t* w, int64_t K4,
-                                     int32_t acc[][kPanelN], int half) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i c[MR][4];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
-  const int8_t* wh = w + half * 128;
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
-    const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
-    __m256i wv[4];
-    for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
-    for (int r = 0; r < MR; ++r) {
-      int32_t a4;
-      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
-      const __m256i b = _mm256_set1_epi32(a4), babs = _mm256_abs_epi8(b);
-      for (int j = 0; j < 4; ++j) {
-        __m256i p16 = _mm256_maddubs_epi16(babs, _mm256_sign_epi8(wv[j], b));
-        c[r][j] = _mm256_add_epi32(c[r][j], _mm256_madd_epi16(p16, ones));
-      }
-    }
+// ---- W8A8: gemm_x8s8s32_mrx32_ymm with the sign trick (signed activations) -------------------------
+// vpmaddubsw needs u8 x s8 and saturates int16 pair sums, so |a| (u8, <= 128) x sign(w, a)
+// (|w| <= 127): a pair sum is at most 2 * 128 * 127 = 32512 < 32767, exact for every int8
+// activation and every weight in [-127, 127]; vpmaddwd(ones) widens to int32.
+namespace {  // policies: internal linkage, so no inline member is shared with another path
+
+struct SignTrickDot {
+  static constexpr bool kU8 = false;
+  __m256i ones = _mm256_set1_epi16(1);
+  void operator()(__m256i& c, __m256i a, __m256i w) const {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+    c = _mm256_add_epi32(c, _mm256_madd_epi16(p16, ones));
   }
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < 4; ++j)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j), c[r][j]);
-}
+};
+
+}  // namespace
 
 static void gemm_w8a8_avx2(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  drive_w8a8<2>(g, m0, m1, p0, p1, [](int mr, const uint8_t* a8, int64_t lda, const int8_t* wp,
-                                      int64_t K4, int32_t acc[][kPanelN]) {
-    const int8_t* a = reinterpret_cast<const int8_t*>(a8);
-    for (int half = 0; half < 2; ++half) {
-      if (mr == 2) ukernel_w8a8_avx2<2>(a, lda, wp, K4, acc, half);
-      else ukernel_w8a8_avx2<1>(a, lda, wp, K4, acc, half);
-    }
-  });
+  gemm_w8a8_ymm(g, m0, m1, p0, p1, SignTrickDot{});
 }
 
-// ---- W8A16: gemm_f32s8f32_2x32_avx2 ------------------------------------------------------------
-// Per k: 32 bytes of the panel row widen to 4 ymm fp32; c[r][j] += broadcast(x[r][k]) * wj.
+// ---- W8A16: gemm_f32s8f32_mrx32_avx2 ------------------------------------------------------------
+// Half a panel per call. Per k: 32 bytes of the panel row widen to 4 ymm fp32;
+// c[r][j] += broadcast(x[r][k]) * wj (MR <= 2 rows: 8 accumulators).
 template <int MR>
-static inline void ukernel_w8a16_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
-                                      float acc[][kPanelN], int half) {
+static inline void gemm_f32s8f32_mrx32_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
+                                            float acc[][kPanelN], int half) {
   __m256 c[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
@@ -133,31 +112,37 @@ static inline void ukernel_w8a16_avx2(const float* x, int64_t ldx, const int8_t*
 }
 
 void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  drive_w8a16<2>(g, m0, m1, p0, p1, [](int mr, const float* x, int64_t ldx, const int8_t* wp,
-                                       int64_t K, float acc[][kPanelN]) {
-    for (int half = 0; half < 2; ++half) {
-      if (mr == 2) ukernel_w8a16_avx2<2>(x, ldx, wp, K, acc, half);
-      else ukernel_w8a16_avx2<1>(x, ldx, wp, K, acc, half);
-    }
-  });
+  drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
+                                                                   float acc[][kPanelN]) {
+    for (int half = 0; half < 2; ++half)
+      gemm_f32s8f32_mrx32_avx2<R>(g.x + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+  }, w8a16_epilogue(g));
 }
 
-// ---- W4A8 (u4 x s8 via vpmaddubsw: |pair sum| <= 2 * 15 * 128 < 32767, never saturates) ----
+// ---- W4A8: gemm_s8u4s32_mrx32_ymm, u4 x s8 through vpmaddubsw (pair sums <= 3840) -----------
+namespace {
+
+struct U8S8DotAvx2 {
+  __m256i ones = _mm256_set1_epi16(1);
+  void operator()(__m256i& c, __m256i u, __m256i s) const {
+    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+  }
+};
+
+}  // namespace
+
 static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  gemm_w4a8_ymm(g, m0, m1, p0, p1, [ones](__m256i& c, __m256i u, __m256i a) {
-    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), ones));
-  });
+  gemm_w4a8_ymm(g, m0, m1, p0, p1, U8S8DotAvx2{});
 }
 
-// ---- W4A16: gemm_u4f32f32_2x32_avx2 ------------------------------------------------------------
+// ---- W4A16: gemm_f32u4f32_mrx32_avx2 -----------------------------------------------------------
 // Per k of a k8 step, each of the 4 ymm of a half-panel gives u = (v >> shift) & 0x0f for 8
 // columns; u - zz (int32, exact) converts to fp32 and c[r][j] += bcast(x[r][k]) * (u - zz); per group
 // y += c * scale. Products of x with the small integer u - zz: no cancellation, Inf / NaN
 // propagate as in the exact sum. The mask and the subtract can issue on port 5 on Intel, which
 // shifts, converts and FMAs cannot use.
 template <int MR>
-static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+static inline void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
                                       float y[][kPanelN], int half) {
   const __m256i m4 = _mm256_set1_epi32(0x0f);
   for (int r = 0; r < MR; ++r)
@@ -202,13 +187,11 @@ static inline void ukernel_w4a16_avx2(const float* x, int64_t ldx, const uint8_t
 }
 
 void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  drive_w4<2, false>(g, m0, m1, p0, p1, [&g](int mr, int64_t m, const uint8_t* wp, float y[][kPanelN]) {
+  drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
+                                                                      float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    for (int half = 0; half < 2; ++half) {
-      if (mr == 2) ukernel_w4a16_avx2<2>(x, g.lda, wp, g.G, g.gk, y, half);
-      else ukernel_w4a16_avx2<1>(x, g.lda, wp, g.G, g.gk, y, half);
-    }
-  });
+    for (int half = 0; half < 2; ++half) gemm_f32u4f32_mrx32_avx2<R>(x, g.lda, wp, g.G, g.gk, y, half);
+  }, w4_epilogue<false>(g));
 }
 
 extern const Kernels kernels_avx2 = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,

@@ -39,6 +39,26 @@ void pack_w8a16(const int8_t* w, int64_t N, int64_t K, int8_t* out);
 void unpack_w8a8(const int8_t* packed, int64_t N, int64_t K, int8_t* w);
 void unpack_w8a16(const int8_t* packed, int64_t N, int64_t K, int8_t* w);
 
+// ---- Packed layouts: each CPU layout's tag and its one geometry ----------------------------------
+// The op layer allocates and validates packed tensors with packed_shape, and Python reads the
+// same numbers through qkernels._C (qkernels.formats), so no other place computes them.
+enum class Layout : int { int8_w8a8_panels, int8_w8a16_panels, int4_panels, sparse24_panels, count_ };
+const char* layout_name(Layout layout);
+bool layout_from_name(const char* name, Layout* out);
+// int4 groups along K: G groups of gk values (gk a multiple of 8; one group per row is K rounded up
+// to 8). The caller checks group_size (>= 1; a multiple of 8 unless it covers all of K).
+struct W4Geom {
+  int64_t G, gk;
+  int64_t Kp() const { return G * gk; }
+};
+W4Geom w4_geometry(int64_t K, int64_t group_size);
+// [panels, bytes per panel] of a packed weight of N outputs and K inputs; group_size is used by
+// int4_panels, esize (bytes per 2:4 value: 4, 2 or 1) by sparse24_panels.
+struct PackedShape {
+  int64_t rows, cols;
+};
+PackedShape packed_shape(Layout layout, int64_t N, int64_t K, int64_t group_size, int64_t esize);
+
 // Inputs to the W8A8 GEMM on a range of rows x panels.
 struct W8A8Args {
   const uint8_t* a;      // [M][lda] activations padded to Kp; int8, or int8+128 when Kernels::a_u8
@@ -80,11 +100,14 @@ struct W8A16Args {
 // columns have scale 0 and zz 0.
 static inline int64_t w4_group_bytes(int64_t gk) { return gk * 32 + 4 * kPanelN + kPanelN; }
 static inline int64_t w4_panel_bytes(int64_t G, int64_t gk) { return G * w4_group_bytes(gk); }
-// u: [N][K] nibble values (one per byte), scale: [N][G] fp32, zz: [N][G] (0..15).
-void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N, int64_t K,
+// qweight: [N][ceil(K/2)] bytes, element k in nibble k % 2 of byte k / 2 (the state_dict format):
+// two's complement q in [-8, 7] when zero_point is null (stored as u = q + 8 with zz = 8), else
+// unsigned q in [0, 15] with zero_point [N][G] in [0, 15] (u = q, zz = zero point). scale: [N][G].
+void pack_w4(const uint8_t* qweight, const float* scale, const int32_t* zero_point, int64_t N, int64_t K,
              int64_t G, int64_t gk, uint8_t* out);
-void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, uint8_t* u,
-               float* scale, uint8_t* zz);
+// Inverse; zero_point may be null (symmetric).
+void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, bool symmetric,
+               uint8_t* qweight, float* scale, int32_t* zero_point);
 
 // Inputs to the W4A8 / W4A16 GEMMs. Rows are padded to Kp with zeros.
 //   W4A8:  a = int8 activations [M][Kp], asum[m][g] = sum of row m's group g (int32), a_scale[M]

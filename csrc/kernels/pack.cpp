@@ -5,6 +5,40 @@
 
 namespace qk {
 
+static const char* const kLayoutNames[] = {"int8_w8a8_panels", "int8_w8a16_panels", "int4_panels",
+                                           "sparse24_panels"};
+static_assert(sizeof(kLayoutNames) / sizeof(kLayoutNames[0]) == static_cast<int>(Layout::count_), "names");
+
+const char* layout_name(Layout layout) { return kLayoutNames[static_cast<int>(layout)]; }
+
+bool layout_from_name(const char* name, Layout* out) {
+  for (int i = 0; i < static_cast<int>(Layout::count_); ++i)
+    if (std::strcmp(name, kLayoutNames[i]) == 0) {
+      *out = static_cast<Layout>(i);
+      return true;
+    }
+  return false;
+}
+
+W4Geom w4_geometry(int64_t K, int64_t group_size) {
+  const int64_t G = (K + group_size - 1) / group_size;
+  if (G <= 1) return {1, round_up(K, 8)};
+  return {G, group_size};
+}
+
+PackedShape packed_shape(Layout layout, int64_t N, int64_t K, int64_t group_size, int64_t esize) {
+  const int64_t P = round_up(N, kPanelN) / kPanelN;
+  switch (layout) {
+    case Layout::int8_w8a8_panels: return {P, w8a8_panel_bytes(K)};
+    case Layout::int8_w8a16_panels: return {P, w8a16_panel_bytes(K)};
+    case Layout::int4_panels: {
+      const W4Geom g = w4_geometry(K, group_size);
+      return {P, w4_panel_bytes(g.G, g.gk)};
+    }
+    default: return {P, s24_panel_bytes(K, esize)};
+  }
+}
+
 void pack_w8a8(const int8_t* w, int64_t N, int64_t K, int8_t* out) {
   const int64_t Kp = round_up(K, 4), P = round_up(N, kPanelN) / kPanelN;
   const int64_t pb = w8a8_panel_bytes(K);
@@ -52,9 +86,14 @@ void unpack_w8a16(const int8_t* packed, int64_t N, int64_t K, int8_t* w) {
 static inline int64_t w4_byte(int64_t kk, int64_t n) { return (kk / 8) * 256 + n * 4 + (kk % 4); }
 static inline int w4_shift(int64_t kk) { return (kk % 8) >= 4 ? 4 : 0; }
 
-void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N, int64_t K,
+// qweight nibble k of row n (element k in nibble k % 2 of byte k / 2) as the unsigned u the kernels
+// read: symmetric two's complement q becomes u = q + 8 = nibble ^ 8.
+static inline uint8_t nibble(const uint8_t* row, int64_t k) { return (row[k / 2] >> (4 * (k % 2))) & 0xf; }
+
+void pack_w4(const uint8_t* qweight, const float* scale, const int32_t* zero_point, int64_t N, int64_t K,
              int64_t G, int64_t gk, uint8_t* out) {
-  const int64_t P = round_up(N, kPanelN) / kPanelN, gb = w4_group_bytes(gk);
+  const int64_t P = round_up(N, kPanelN) / kPanelN, gb = w4_group_bytes(gk), Kh = (K + 1) / 2;
+  const uint8_t flip = zero_point ? 0 : 8;
   std::memset(out, 0, P * G * gb);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t p = n / kPanelN, c = n % kPanelN;
@@ -62,24 +101,29 @@ void pack_w4(const uint8_t* u, const float* scale, const uint8_t* zz, int64_t N,
       uint8_t* blk = out + (p * G + g) * gb;
       const int64_t k0 = g * gk, k1 = k0 + gk < K ? k0 + gk : K;
       for (int64_t k = k0; k < k1; ++k)
-        blk[w4_byte(k - k0, c)] |= static_cast<uint8_t>((u[n * K + k] & 0xf) << w4_shift(k - k0));
+        blk[w4_byte(k - k0, c)] |= static_cast<uint8_t>((nibble(qweight + n * Kh, k) ^ flip) << w4_shift(k - k0));
       std::memcpy(blk + 32 * gk + 4 * c, scale + n * G + g, 4);
-      blk[32 * gk + 4 * kPanelN + c] = zz[n * G + g];
+      blk[32 * gk + 4 * kPanelN + c] = zero_point ? static_cast<uint8_t>(zero_point[n * G + g]) : 8;
     }
   }
 }
 
-void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, uint8_t* u,
-               float* scale, uint8_t* zz) {
-  const int64_t gb = w4_group_bytes(gk);
+void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, bool symmetric,
+               uint8_t* qweight, float* scale, int32_t* zero_point) {
+  const int64_t gb = w4_group_bytes(gk), Kh = (K + 1) / 2;
+  const uint8_t flip = symmetric ? 8 : 0;
+  std::memset(qweight, 0, N * Kh);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t p = n / kPanelN, c = n % kPanelN;
     for (int64_t g = 0; g < G; ++g) {
       const uint8_t* blk = packed + (p * G + g) * gb;
       const int64_t k0 = g * gk, k1 = k0 + gk < K ? k0 + gk : K;
-      for (int64_t k = k0; k < k1; ++k) u[n * K + k] = (blk[w4_byte(k - k0, c)] >> w4_shift(k - k0)) & 0xf;
+      for (int64_t k = k0; k < k1; ++k) {
+        const uint8_t u = (blk[w4_byte(k - k0, c)] >> w4_shift(k - k0)) & 0xf;
+        qweight[n * Kh + k / 2] |= static_cast<uint8_t>((u ^ flip) << (4 * (k % 2)));
+      }
       std::memcpy(scale + n * G + g, blk + 32 * gk + 4 * c, 4);
-      zz[n * G + g] = blk[32 * gk + 4 * kPanelN + c];
+      if (zero_point) zero_point[n * G + g] = blk[32 * gk + 4 * kPanelN + c];
     }
   }
 }

@@ -11,10 +11,10 @@ namespace {
 // Byte offsets of the 8 columns 8*jj .. 8*jj+7 of half `half` inside group gl's value area.
 inline int64_t col16(int half, int jj) { return 2 * half + jj / 2; }
 
-// gemm_s24f32_2x32_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window of
+// gemm_f32sp24f32_mrx32_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window of
 // 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
 template <int MR, bool BF16>
-inline void ukernel_s24f_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
+inline void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
                               float acc[][kPanelN], int half) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m256 c[MR][4];
@@ -51,11 +51,11 @@ inline void ukernel_s24f_avx2(const float* x, int64_t ldx, const uint8_t* wp, in
     for (int jj = 0; jj < 4; ++jj) _mm256_storeu_ps(acc[r] + half * 32 + 8 * jj, c[r][jj]);
 }
 
-// gemm_s24s8s32_2x32_avx2: no vpermw here, so the (a[i0], a[i1]) int16 pair of each column is a
+// gemm_s16sp24s32_mrx32_avx2: no vpermw here, so the (a[i0], a[i1]) int16 pair of each column is a
 // vpshufb of the 8-byte window (broadcast to every qword) with control bytes 2i, 2i+1 per word
 // (i * 0x0202 + 0x0100); vpmaddwd with the sign-extended (v0, v1) pair adds both products exactly.
 template <int MR>
-inline void ukernel_s24i8_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
+inline void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
                                int32_t acc[][kPanelN], int half) {
   __m256i c[MR][4];
   for (int r = 0; r < MR; ++r)
@@ -90,30 +90,25 @@ inline void ukernel_s24i8_avx2(const int16_t* a, int64_t lda, const uint8_t* wp,
 }  // namespace
 
 void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
-  drive_s24<2, false>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
+  drive<2, float>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
     for (int half = 0; half < 2; ++half) {
-      if (g.values_bf16) {
-        if (mr == 2) ukernel_s24f_avx2<2, true>(x, g.lda, wp, nblk, acc, half);
-        else ukernel_s24f_avx2<1, true>(x, g.lda, wp, nblk, acc, half);
-      } else {
-        if (mr == 2) ukernel_s24f_avx2<2, false>(x, g.lda, wp, nblk, acc, half);
-        else ukernel_s24f_avx2<1, false>(x, g.lda, wp, nblk, acc, half);
-      }
+      if (g.values_bf16)
+        gemm_f32sp24f32_mrx32_avx2<R, true>(x, g.lda, wp, nblk, acc, half);
+      else
+        gemm_f32sp24f32_mrx32_avx2<R, false>(x, g.lda, wp, nblk, acc, half);
     }
-  });
+  }, s24_epilogue<false>(g));
 }
 
 void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
-  drive_s24<2, true>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
-    const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
-    for (int half = 0; half < 2; ++half) {
-      if (mr == 2) ukernel_s24i8_avx2<2>(a, g.lda, wp, nblk, acc, half);
-      else ukernel_s24i8_avx2<1>(a, g.lda, wp, nblk, acc, half);
-    }
-  });
+  drive<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), [&](auto R, int64_t m, const uint8_t* wp,
+                                                                      int32_t acc[][kPanelN]) {
+    for (int half = 0; half < 2; ++half)
+      gemm_s16sp24s32_mrx32_avx2<R>(static_cast<const int16_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc, half);
+  }, s24_epilogue<true>(g));
 }
 
 }  // namespace qk

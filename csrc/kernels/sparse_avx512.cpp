@@ -1,4 +1,4 @@
-// AVX-512 2:4 sparse GEMMs (same flags as avx512_vnni.cpp): activations gathered by the metadata
+// AVX-512 VNNI path, 2:4 sparse GEMMs (same flags as avx512_int8.cpp): activations gathered by the metadata
 // in registers, so only the kept half of the weights is ever read.
 #include <immintrin.h>
 
@@ -13,7 +13,7 @@ namespace {
 // tried; 4 KiB and 16 KiB ~5% slower).
 constexpr int kPfS = 8192;
 
-// ---- float values: gemm_s24f32_MRx64_avx512 -----------------------------------------------------
+// ---- float values: gemm_f32sp24f32_mrx64_avx512 (sp24: 2:4-compressed fp32 or bf16 values) -----------------------------------------------------
 // Per block (32 k) the 64 columns' meta words sit in m[0..3] (16 lanes each). For group g:
 //   xw[r]   = x[r][4g .. 4g+3] broadcast to all four 128-bit quads (vbroadcastf32x4)
 //   i0 = m >> 2g, i1 = m >> (16 + 2g): vpermps reads the low 4 bits of each lane, and since every
@@ -36,7 +36,7 @@ inline void load_values(const uint8_t* vg, int j, __m512* v0, __m512* v1) {
 }
 
 template <int MR, bool BF16>
-inline void ukernel_s24f(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
+inline void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m512 c[MR][4];
   for (int r = 0; r < MR; ++r)
@@ -68,7 +68,7 @@ inline void ukernel_s24f(const float* x, int64_t ldx, const uint8_t* wp, int64_t
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[r] + 16 * j, c[r][j]);
 }
 
-// ---- int8 values: gemm_s24s8s32_MRx64_avx512vnni ------------------------------------------------
+// ---- int8 values: gemm_s16sp24s32_mrx64_avx512vnni (int16 activations x 2:4 int8 values) ------------------------------------------------
 // Activations are int16 (widened once per row). For group g: aw[r] = a[r][4g .. 4g+3] broadcast to
 // every qword; idx = m >> 2g as 16-bit lanes puts i0 in the low bits of word 0 and i1 in word 1 of
 // each column's dword; vpermw (low 5 bits; all qwords equal, so the low 2 bits decide) gathers
@@ -78,7 +78,7 @@ inline void dpwssd(__m512i& c, __m512i v, __m512i a) {
 }
 
 template <int MR>
-inline void ukernel_s24i8(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
+inline void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
   __m512i c[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
@@ -110,7 +110,7 @@ inline void ukernel_s24i8(const int16_t* a, int64_t lda, const uint8_t* wp, int6
 }
 
 // ---- decode (one row): NP panels in lockstep, one 32-k block of each in turn -------------------
-// NP concurrent weight streams per core (see ukernel_w4a8_m1 in avx512_vnni.cpp for why);
+// NP concurrent weight streams per core (see gemm_s8u4s32_1xnp64_avx512vnni in avx512_int4.cpp for why);
 // the per-column arithmetic and its order are those of the kernels above.
 // Prefetches kPfS ahead in each of np panel streams (pb bytes apart), bb bytes each.
 inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb) {
@@ -120,7 +120,7 @@ inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb) {
 }
 
 template <int NP, bool BF16>
-inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
+inline void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4, bb = 4 * kPanelN + 8 * 4 * 32 * esize;
   __m512 c[NP][4];
   for (int q = 0; q < NP; ++q)
@@ -150,7 +150,7 @@ inline void ukernel_s24f_m1(const float* x, const uint8_t* wp, int64_t pb, int64
 }
 
 template <int NP>
-inline void ukernel_s24i8_m1(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
+inline void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
   constexpr int64_t bb = 4 * kPanelN + 8 * 4 * 32;
   __m512i c[NP][4];
   for (int q = 0; q < NP; ++q)
@@ -178,98 +178,41 @@ inline void ukernel_s24i8_m1(const int16_t* a, const uint8_t* wp, int64_t pb, in
     for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[q] + 16 * j, c[q][j]);
 }
 
-// Runs the one-row lockstep kernel over panels [p0, p1) in steps of NP, then each panel's epilogue.
-template <int NP, typename Acc, typename Kernel, typename Epilogue>
-inline void s24_m1_panels(int64_t p0, int64_t p1, Kernel kernel, Epilogue epi) {
-  alignas(64) Acc acc[NP][kPanelN];
-  for (int64_t p = p0; p < p1;) {
-    const int np = int(std::min<int64_t>(NP, p1 - p));
-    kernel(np, p, acc);
-    for (int q = 0; q < np; ++q) epi(p + q, acc[q]);
-    p += np;
-  }
-}
-
 }  // namespace
 
 void gemm_s24_float_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
-  if (m1 - m0 == 1) {
-    const int64_t pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
-    const float* x = static_cast<const float*>(g.a) + m0 * g.lda;
-    s24_m1_panels<4, float>(p0, p1, [&](int np, int64_t p, float acc[][kPanelN]) {
-      const uint8_t* w = g.w + p * pb;
-      if (g.values_bf16) {
-        switch (np) {
-          case 4: ukernel_s24f_m1<4, true>(x, w, pb, nblk, acc); break;
-          case 3: ukernel_s24f_m1<3, true>(x, w, pb, nblk, acc); break;
-          case 2: ukernel_s24f_m1<2, true>(x, w, pb, nblk, acc); break;
-          default: ukernel_s24f_m1<1, true>(x, w, pb, nblk, acc); break;
-        }
-      } else {
-        switch (np) {
-          case 4: ukernel_s24f_m1<4, false>(x, w, pb, nblk, acc); break;
-          case 3: ukernel_s24f_m1<3, false>(x, w, pb, nblk, acc); break;
-          case 2: ukernel_s24f_m1<2, false>(x, w, pb, nblk, acc); break;
-          default: ukernel_s24f_m1<1, false>(x, w, pb, nblk, acc); break;
-        }
-      }
-    }, [&](int64_t p, const float* acc) {
-      epilogue_w4(acc, nullptr, g.bias ? g.bias + p * kPanelN : nullptr, panel_cols(g.N, p),
-                  out_row(g.out, g.ldo, m0, p * kPanelN, g.out_bf16), g.out_bf16);
-    });
-    return;
-  }
-  drive_s24<4, false>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
-    const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    if (g.values_bf16) {
-      switch (mr) {
-        case 1: ukernel_s24f<1, true>(x, g.lda, wp, nblk, acc); break;
-        case 2: ukernel_s24f<2, true>(x, g.lda, wp, nblk, acc); break;
-        case 3: ukernel_s24f<3, true>(x, g.lda, wp, nblk, acc); break;
-        default: ukernel_s24f<4, true>(x, g.lda, wp, nblk, acc); break;
-      }
-    } else {
-      switch (mr) {
-        case 1: ukernel_s24f<1, false>(x, g.lda, wp, nblk, acc); break;
-        case 2: ukernel_s24f<2, false>(x, g.lda, wp, nblk, acc); break;
-        case 3: ukernel_s24f<3, false>(x, g.lda, wp, nblk, acc); break;
-        default: ukernel_s24f<4, false>(x, g.lda, wp, nblk, acc); break;
-      }
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
+  const auto kernel = [&](auto bf16) {
+    constexpr bool BF16 = decltype(bf16)::value;
+    if (m1 - m0 == 1) {  // decode: 4 panels in lockstep
+      const float* x = static_cast<const float*>(g.a) + m0 * g.lda;
+      lockstep_panels<4, float>(p0, p1, [&](auto NP, int64_t p, float acc[][kPanelN]) {
+        gemm_f32sp24f32_1xnp64_avx512<NP, BF16>(x, g.w + p * pb, pb, nblk, acc);
+      }, [&, epi = s24_epilogue<false>(g)](int64_t p, const float* acc) { epi(m0, p, acc); });
+      return;
     }
-  });
+    drive<4, float>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+      gemm_f32sp24f32_mrx64_avx512<R, BF16>(static_cast<const float*>(g.a) + m * g.lda, g.lda, wp, nblk, acc);
+    }, s24_epilogue<false>(g));
+  };
+  if (g.values_bf16)
+    kernel(std::true_type{});
+  else
+    kernel(std::false_type{});
 }
 
 void gemm_s24_i8_avx512(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
-  if (m1 - m0 == 1) {
-    const int64_t pb = s24_panel_bytes(g.K, 1);
+  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, 1);
+  if (m1 - m0 == 1) {  // decode: 6 panels in lockstep
     const int16_t* a = static_cast<const int16_t*>(g.a) + m0 * g.lda;
-    s24_m1_panels<6, int32_t>(p0, p1, [&](int np, int64_t p, int32_t acc[][kPanelN]) {
-      const uint8_t* w = g.w + p * pb;
-      switch (np) {
-        case 6: ukernel_s24i8_m1<6>(a, w, pb, nblk, acc); break;
-        case 5: ukernel_s24i8_m1<5>(a, w, pb, nblk, acc); break;
-        case 4: ukernel_s24i8_m1<4>(a, w, pb, nblk, acc); break;
-        case 3: ukernel_s24i8_m1<3>(a, w, pb, nblk, acc); break;
-        case 2: ukernel_s24i8_m1<2>(a, w, pb, nblk, acc); break;
-        default: ukernel_s24i8_m1<1>(a, w, pb, nblk, acc); break;
-      }
-    }, [&](int64_t p, const int32_t* acc) {
-      epilogue_w8a8(acc, g.a_scale[m0], g.w_scale + p * kPanelN, g.bias ? g.bias + p * kPanelN : nullptr,
-                    panel_cols(g.N, p), out_row(g.out, g.ldo, m0, p * kPanelN, g.out_bf16), g.out_bf16);
-    });
+    lockstep_panels<6, int32_t>(p0, p1, [&](auto NP, int64_t p, int32_t acc[][kPanelN]) {
+      gemm_s16sp24s32_1xnp64_avx512vnni<NP>(a, g.w + p * pb, pb, nblk, acc);
+    }, [&, epi = s24_epilogue<true>(g)](int64_t p, const int32_t* acc) { epi(m0, p, acc); });
     return;
   }
-  drive_s24<4, true>(g, m0, m1, p0, p1, [&](int mr, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
-    const int16_t* a = static_cast<const int16_t*>(g.a) + m * g.lda;
-    switch (mr) {
-      case 1: ukernel_s24i8<1>(a, g.lda, wp, nblk, acc); break;
-      case 2: ukernel_s24i8<2>(a, g.lda, wp, nblk, acc); break;
-      case 3: ukernel_s24i8<3>(a, g.lda, wp, nblk, acc); break;
-      default: ukernel_s24i8<4>(a, g.lda, wp, nblk, acc); break;
-    }
-  });
+  drive<4, int32_t>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN]) {
+    gemm_s16sp24s32_mrx64_avx512vnni<R>(static_cast<const int16_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc);
+  }, s24_epilogue<true>(g));
 }
 
 }  // namespace qk

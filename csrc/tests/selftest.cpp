@@ -49,11 +49,15 @@ void test_w8a8(const qk::Kernels& kt, const char* path, int64_t M, int64_t K, in
 
 void test_w4(const qk::Kernels& kt, const char* path, int64_t M, int64_t K, int64_t N, int64_t gk) {
   const int64_t G = (K + gk - 1) / gk, Kp = G * gk, P = qk::round_up(N, qk::kPanelN) / qk::kPanelN;
-  std::vector<uint8_t> u(N * K), zz(N * G), packed(P * qk::w4_panel_bytes(G, gk));
+  std::vector<uint8_t> u(N * K), qw(N * ((K + 1) / 2), 0), packed(P * qk::w4_panel_bytes(G, gk));
+  std::vector<int32_t> zz(N * G);
   std::vector<float> scale(N * G, 1.f);
-  for (auto& v : u) v = uint8_t(rnd(0, 15));
-  for (auto& v : zz) v = uint8_t(rnd(0, 15));
-  qk::pack_w4(u.data(), scale.data(), zz.data(), N, K, G, gk, packed.data());
+  for (int64_t i = 0; i < N * K; ++i) {
+    u[i] = uint8_t(rnd(0, 15));
+    qw[(i / K) * ((K + 1) / 2) + (i % K) / 2] |= uint8_t(u[i] << (4 * ((i % K) % 2)));
+  }
+  for (auto& v : zz) v = rnd(0, 15);
+  qk::pack_w4(qw.data(), scale.data(), zz.data(), N, K, G, gk, packed.data());
   std::vector<int8_t> a(M * Kp, 0);
   std::vector<float> x(M * Kp, 0.f), as(M, 1.f), out(M * N), outf(M * N);
   std::vector<int32_t> asum(M * G, 0);

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import ops
-from .. import reference as ref
+from .. import formats, ops
 from ..backend import current_backend
 from ._common import (FORMAT_VERSION, PackedLinear, check_size, expect_finite,  # noqa: F401
                       expect_permutation, expect_range, expect_tensor)
@@ -58,12 +57,12 @@ class QuantLinear(PackedLinear):
 
     * int8: ``qweight`` int8 [N, K], ``weight_scale`` fp32 [N].
     * int4: ``qweight`` uint8 [N, ceil(K/2)], two values per byte along K, element 2j in the low
-      nibble of byte j (``qkernels.reference.pack_int4``): symmetric q in [-8, 7] (two's complement
+      nibble of byte j (``qkernels.formats.pack_nibbles``): symmetric q in [-8, 7] (two's complement
       nibbles, w = q * scale) or, with symmetric=False, q in [0, 15] and ``weight_zero_point``
       int32 [N, G] (w = (q - zero_point) * scale); ``weight_scale`` fp32 [N, G] with
       G = ceil(K / group_size) (G = 1 when group_size is None); the last group may be partial.
       ``input_perm`` int64 [K] only for act-order GPTQ imports: the layer computes
-      x[..., input_perm] @ Wq.T (see qkernels.formats).
+      x[..., input_perm] @ Wq.T (see qkernels.formats.int4).
     * ``bias`` fp32 [N] (if any), ``format_version`` and ``qconfig`` int32 [4]: (weight_bits,
       act_bits or 0, group_size or 0, symmetric). Loading checks the configuration against the
       module's (ValueError naming the field) and validates every tensor (dtype, shape, value range,
@@ -121,8 +120,8 @@ class QuantLinear(PackedLinear):
             with torch.no_grad():
                 q.bias.copy_(linear.bias.detach().float())
         if weight_bits == 4:
-            qv, scale, zp = ref.quantize_weight_int4(w, group_size, symmetric)
-            q._set_int4(ref.pack_int4(qv), scale, zp)
+            qv, scale, zp = formats.quantize_weight_int4(w, group_size, symmetric)
+            q._set_int4(formats.pack_nibbles(qv), scale, zp)
             return q
         qw, scale = ops.quantize_per_token_int8(w.float())
         with torch.no_grad():
@@ -146,7 +145,7 @@ class QuantLinear(PackedLinear):
                             f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}")
         N, K = q.shape
         symmetric = zero_point is None
-        lo, hi = ref.qrange(4, symmetric)
+        lo, hi = formats.int4.qrange(symmetric)
         expect_range("q", q, lo, hi)
         m = cls(K, N, bias is not None, 4, act_bits, group_size, symmetric, device=q.device)
         G = m._groups
@@ -169,7 +168,7 @@ class QuantLinear(PackedLinear):
         if input_perm is not None:
             perm = expect_permutation("input_perm", torch.as_tensor(input_perm), K)
             m.register_buffer("input_perm", perm.to(device=q.device, dtype=torch.int64))
-        m._set_int4(ref.pack_int4(q.to(torch.int8)), scale.float(), zero_point)
+        m._set_int4(formats.pack_nibbles(q), scale.float(), zero_point)
         return m
 
     @classmethod
@@ -178,17 +177,15 @@ class QuantLinear(PackedLinear):
                   act_bits: int | None = None, legacy_zero_offset: bool = True) -> "QuantLinear":
         """A 4-bit GPTQ layer (qweight int32 [K/8, N], qzeros int32 [G, N/8], scales [G, N], optional
         g_idx [K], act-order included); legacy_zero_offset=False for the "gptq_v2" format.
-        Layouts and the exact conversion: qkernels.formats."""
-        from ..formats import gptq_to_int4
-        q, scale, zp, gs, perm = gptq_to_int4(qweight, qzeros, scales, g_idx, legacy_zero_offset)
+        Layouts and the exact conversion: qkernels.formats.checkpoints."""
+        q, scale, zp, gs, perm = formats.gptq_to_int4(qweight, qzeros, scales, g_idx, legacy_zero_offset)
         return cls.from_int4(q, scale, zp, gs, bias, act_bits, input_perm=perm)
 
     @classmethod
     def from_awq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                  bias: torch.Tensor | None = None, act_bits: int | None = None) -> "QuantLinear":
         """A 4-bit AWQ (GEMM format) layer: qweight int32 [K, N/8], qzeros int32 [G, N/8], scales [G, N]."""
-        from ..formats import awq_to_int4
-        q, scale, zp, gs = awq_to_int4(qweight, qzeros, scales)
+        q, scale, zp, gs = formats.awq_to_int4(qweight, qzeros, scales)
         return cls.from_int4(q, scale, zp, gs, bias, act_bits)
 
     # ---- the weight: one packed copy in memory, plain tensors in the state_dict -----------------
@@ -199,24 +196,26 @@ class QuantLinear(PackedLinear):
 
     @property
     def _groups(self) -> int:
-        return ref.int4_groups(self.in_features, self.group_size)[0]
+        return formats.int4_groups(self.in_features, self._group)[0]
 
     def _set_weight(self, qweight: torch.Tensor):
-        self._packed = ops.pack_int8_weight(qweight, self.act_bits)
+        self._layout = formats.layout_for("int8", qweight.device, self.act_bits).tag
+        self._packed = ops.pack_int8_weight(qweight, self._layout)
 
     def _set_int4(self, qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None):
-        self._packed = ops.pack_int4_weight(qweight, scale, zero_point, self.in_features, self._group)
+        self._layout = formats.layout_for("int4", qweight.device).tag
+        self._packed = ops.pack_int4_weight(qweight, scale, zero_point, self.in_features, self._group, self._layout)
 
     def _int4_tensors(self):
-        return ops.unpack_int4_weight(self._packed, self.out_features, self.in_features, self._group,
-                                      self.symmetric)
+        return ops.unpack_int4_weight(self._packed, self._layout, self.out_features, self.in_features,
+                                      self._group, self.symmetric)
 
     @property
     def qweight(self) -> torch.Tensor:
         """int8: the int8 weight [N, K]; int4: uint8 [N, ceil(K/2)] nibbles (unpacked from the kernel layout)."""
         if self.weight_bits == 4:
             return self._int4_tensors()[0]
-        return ops.unpack_int8_weight(self._packed, self.act_bits, self.out_features, self.in_features)
+        return ops.unpack_int8_weight(self._packed, self._layout, self.out_features, self.in_features)
 
     def __getattr__(self, name):
         if name in ("weight_scale", "weight_zero_point") and self.__dict__.get("weight_bits") == 4:
@@ -275,8 +274,8 @@ class QuantLinear(PackedLinear):
         """The float32 weight [out_features, in_features] this module effectively multiplies by."""
         N, K = self.out_features, self.in_features
         if self.weight_bits == 8:
-            return ops.dequantize_int8(self._packed, self.act_bits, self.weight_scale, N, K)
-        w = ops.dequantize_int4(self._packed, N, K, self._group)
+            return ops.dequantize_int8(self._packed, self._layout, self.weight_scale, N, K)
+        w = ops.dequantize_int4(self._packed, self._layout, N, K, self._group)
         if self.input_perm is not None:  # column j of the stored weight multiplies x[..., perm[j]]
             w = torch.empty_like(w).index_copy_(1, self.input_perm, w)
         return w
@@ -287,10 +286,10 @@ class QuantLinear(PackedLinear):
         if self.weight_bits == 4:
             if self.input_perm is not None:
                 x2 = x2.index_select(1, self.input_perm)
-            y = ops.int4_linear(x2, self._packed, self.bias, self.out_features, self._group,
+            y = ops.int4_linear(x2, self._packed, self._layout, self.bias, self.out_features, self._group,
                                 self.act_bits, self.symmetric)
         else:
-            y = ops.int8_linear(x2, self._packed, self.weight_scale, self.bias, self.act_bits)
+            y = ops.int8_linear(x2, self._packed, self._layout, self.weight_scale, self.bias, self.act_bits)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import ops
-from .. import reference as ref
+from .. import formats, ops
 from ..backend import current_backend
 from ._common import PackedLinear, check_size, expect_finite, expect_range, expect_tensor
 
@@ -25,7 +24,7 @@ class SparseLinear(PackedLinear):
     accumulation. weight_bits=8: int8 values with one fp32 scale per output channel, run with
     dynamic per-token int8 activations (exact int32 accumulation, the W8A8 epilogue).
 
-    state_dict (format_version 2; layout in qkernels.reference.sparse): ``values`` [N, Kp/2]
+    state_dict (format_version 2; layout in qkernels.formats.sparse24): ``values`` [N, Kp/2]
     (fp32 / bf16 / int8), ``meta`` uint8 [N, ceil(Kp/8)] (Kp = in_features rounded up to 4),
     ``weight_scale`` fp32 [N] (int8 only), ``bias`` fp32 [N] (if any), ``format_version`` and
     ``qconfig`` int32 [2]: (weight_bits or 0, value dtype: 0 float32, 1 bfloat16, 2 int8); loading
@@ -50,7 +49,7 @@ class SparseLinear(PackedLinear):
         self.in_features, self.out_features, self.weight_bits = in_features, out_features, weight_bits
         self.value_dtype = torch.int8 if weight_bits == 8 else value_dtype
         self._init_buffers(out_features, bias, weight_bits == 8, device)
-        values, meta = ref.compress_24(torch.zeros(out_features, in_features, dtype=self.value_dtype, device=device))
+        values, meta = formats.compress_24(torch.zeros(out_features, in_features, dtype=self.value_dtype, device=device))
         self._set_weight(values, meta)
 
     @classmethod
@@ -66,14 +65,14 @@ class SparseLinear(PackedLinear):
         vdt = w.dtype if w.dtype in _FLOAT_VALUES else torch.float32
         s = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
                 device=w.device, value_dtype=vdt)
-        _, pruned = ref.prune_24(w)
+        _, pruned = formats.prune_24(w)
         if weight_bits == 8:
             q, scale = ops.quantize_per_token_int8(pruned.float())
             with torch.no_grad():
                 s.weight_scale.copy_(scale)
-            s._set_weight(*ref.compress_24(q))
+            s._set_weight(*formats.compress_24(q))
         else:
-            s._set_weight(*ref.compress_24(pruned.to(vdt)))
+            s._set_weight(*formats.compress_24(pruned.to(vdt)))
         if linear.bias is not None:
             with torch.no_grad():
                 s.bias.copy_(linear.bias.detach().float())
@@ -86,12 +85,12 @@ class SparseLinear(PackedLinear):
         dense = weight.to_dense() if hasattr(weight, "to_dense") else weight
         if not isinstance(dense, torch.Tensor) or dense.dim() != 2 or not dense.dtype.is_floating_point:
             raise TypeError("weight must be a 2-D float tensor or a torch semi-structured sparse tensor")
-        if not ref.is_24(dense):
+        if not formats.is_24(dense):
             raise ValueError("weight is not 2:4 sparse (a group of 4 along in_features has more than 2 nonzeros)")
         vdt = dense.dtype if dense.dtype in _FLOAT_VALUES else torch.float32
         N, K = dense.shape
         s = cls(K, N, bias is not None, None, device=dense.device, value_dtype=vdt)
-        s._set_weight(*ref.compress_24(dense.to(vdt)))
+        s._set_weight(*formats.compress_24(dense.to(vdt)))
         if bias is not None:
             with torch.no_grad():
                 s.bias.copy_(bias.detach().float())
@@ -106,19 +105,22 @@ class SparseLinear(PackedLinear):
 
     # ---- the weight: one packed copy in memory ----------------------------------------------------
     def _set_weight(self, values: torch.Tensor, meta: torch.Tensor):
-        self._packed = ops.pack_sparse24_weight(values, meta, self.in_features)
+        self._layout = formats.layout_for("sparse24", values.device).tag
+        self._packed = ops.pack_sparse24_weight(values, meta, self.in_features, self._layout)
 
     def compressed(self):
         """(values [N, Kp/2], meta uint8 [N, ceil(Kp/8)]) in the state_dict format."""
-        return ops.unpack_sparse24_weight(self._packed, self.out_features, self.in_features, self.value_dtype)
+        return ops.unpack_sparse24_weight(self._packed, self._layout, self.out_features, self.in_features,
+                                          self.value_dtype)
 
     def to_sparse_semi_structured(self):
         """The weight as PyTorch's semi-structured sparse tensor (CUDA only: cuSPARSELt / CUTLASS),
         e.g. to compare with torch's own 2:4 matmul. Built from the dense pruned weight."""
-        w = ref.decompress_24(*self.compressed(), self.in_features)
+        w = self.dequantize()
         if not w.is_cuda:
             raise ValueError("to_sparse_semi_structured needs the module on a CUDA device")
-        return torch.sparse.to_sparse_semi_structured(w.half() if w.dtype == torch.float32 else w)
+        return torch.sparse.to_sparse_semi_structured(w.to(torch.float16 if self.value_dtype != torch.bfloat16
+                                                           else torch.bfloat16))
 
     def _weight_tensors(self):
         return self.compressed()
@@ -157,14 +159,14 @@ class SparseLinear(PackedLinear):
     # ---- use ---------------------------------------------------------------------------------------
     def dequantize(self) -> torch.Tensor:
         """The pruned dense float32 weight [out_features, in_features] the module multiplies by."""
-        return ops.dequantize_sparse24(self._packed, self.value_dtype,
+        return ops.dequantize_sparse24(self._packed, self._layout, self.value_dtype,
                                        self.weight_scale if self.weight_bits == 8 else None,
                                        self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x2 = x.reshape(-1, self.in_features)
-        y = ops.sparse24_linear(x2, self._packed, self.value_dtype,
+        y = ops.sparse24_linear(x2, self._packed, self._layout, self.value_dtype,
                                 self.weight_scale if self.weight_bits == 8 else None, self.bias,
                                 self.out_features)
         return y.reshape(*x.shape[:-1], self.out_features)

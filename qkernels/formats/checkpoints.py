@@ -1,16 +1,4 @@
-"""Weight formats: what QuantLinear stores, and conversion from GPTQ / AWQ checkpoint tensors.
-
-qkernels int4 grouped (QuantLinear(weight_bits=4) state_dict, format_version 1)
-    qweight            uint8 [N, ceil(K/2)]: byte j of row n holds element 2j in its low nibble and
-                       2j+1 in its high nibble (qkernels.reference.pack_int4; odd K pads with 0).
-                       Symmetric: two's complement q in [-8, 7]; asymmetric: q in [0, 15].
-    weight_scale       fp32 [N, G], G = ceil(K / group_size) (1 for group_size=None); group g covers
-                       input features [g*group_size, (g+1)*group_size), the last one may be partial.
-    weight_zero_point  int32 [N, G] in [0, 15], asymmetric only.   w = (q - zero_point) * scale
-    input_perm         int64 [K], optional (act-order imports): the layer computes
-                       x[..., input_perm] @ w.T + bias.
-The kernels repack this into their own layouts (CPU panels: csrc/kernels/kernels.h; CUDA:
-triton_kernels/w4_gemm.py); state_dict() always gives back the tensors above.
+"""GPTQ and AWQ checkpoint tensors -> the qkernels int4 format (exact: integers and scales carry over).
 
 GPTQ (AutoGPTQ / GPTQModel "gptq" checkpoint format, 4 bits), for a linear layer y = x @ W.T:
     qweight  int32 [K/8, N]: word [i, n] holds q[k = 8i + j, n] in bits 4j .. 4j+3 (j = 0..7).
@@ -28,7 +16,7 @@ AWQ (AutoAWQ "gemm" format, 4 bits):
     qzeros   int32 [G, N/8], packed the same way (no offset).  scales fp16 [G, N].
     W[n, k] = (q[k, n] - z[k // group_size, n]) * scales[k // group_size, n]
 Conversion is exact: the same integers and (fp16 -> fp32) scales, so dequantize() of the imported
-QuantLinear equals the checkpoint's W.
+QuantLinear equals the checkpoint's W. The qkernels int4 format itself: qkernels.formats.int4.
 """
 from __future__ import annotations
 

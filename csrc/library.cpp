@@ -1,11 +1,42 @@
-// qkernels._C: importing it registers the ops; the pybind functions are for setup, never hot paths.
+// qkernels._C: the op schemas (every torch.ops.qkernels op, defined once here; CPU impls in ops/,
+// CUDA impls in qkernels/triton_kernels, autograd in ops/autograd.cpp) and the Python bindings of
+// the feature model, the kernel limits and the packed-layout geometry. Bindings are for setup,
+// never hot paths.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/library.h>
 
 #include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
+
+TORCH_LIBRARY(qkernels, m) {
+  // int8: per-token quantization, weights in a packed layout (qkernels.formats), W8A8 / W8A16.
+  m.def("quantize_per_token_int8(Tensor x) -> (Tensor, Tensor)");
+  m.def("pack_int8(Tensor w, str layout) -> Tensor");
+  m.def("unpack_int8(Tensor w_packed, str layout, SymInt N, SymInt K) -> Tensor");
+  m.def("w8a8_gemm(Tensor a, Tensor a_scale, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, "
+        "SymInt N, ScalarType out_dtype) -> Tensor");
+  m.def("w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  m.def("w8a16_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  m.def("dequantize_int8(Tensor w_packed, str layout, Tensor w_scale, SymInt N, SymInt K) -> Tensor");
+  // int4 grouped: W4A8 / W4A16.
+  m.def("pack_int4(Tensor qweight, Tensor scale, Tensor? zero_point, SymInt K, SymInt group_size, str layout) "
+        "-> Tensor");
+  m.def("unpack_int4(Tensor w_packed, str layout, SymInt N, SymInt K, SymInt group_size, bool symmetric) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("w4a8_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
+  m.def("w4a16_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
+  m.def("dequantize_int4(Tensor w_packed, str layout, SymInt N, SymInt K, SymInt group_size) -> Tensor");
+  // 2:4 sparse: float values, or int8 values with per-token int8 activations.
+  m.def("pack_sparse24(Tensor values, Tensor meta, SymInt K, str layout) -> Tensor");
+  m.def("unpack_sparse24(Tensor w_packed, str layout, SymInt N, SymInt K, ScalarType dtype) -> (Tensor, Tensor)");
+  m.def("s24_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, ScalarType value_dtype) -> Tensor");
+  m.def("s24_w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  m.def("dequantize_sparse24(Tensor w_packed, str layout, Tensor? w_scale, SymInt N, SymInt K, "
+        "ScalarType value_dtype) -> Tensor");
+}
 
 namespace py = pybind11;
 
@@ -100,6 +131,22 @@ PYBIND11_MODULE(_C, m) {
     qk::set_active_isa(path_id(name));
     return std::string(qk::isa_name(qk::active_isa()));
   }, py::arg("name"), "select a path; ValueError naming the missing features if this CPU cannot run it");
+  m.def("cpu_layouts", [] {
+    std::vector<std::string> out;
+    for (int i = 0; i < static_cast<int>(qk::Layout::count_); ++i) out.push_back(qk::layout_name(static_cast<qk::Layout>(i)));
+    return out;
+  }, "the packed weight layouts of the CPU kernels");
+  m.def("packed_shape", [](const std::string& layout, int64_t N, int64_t K, int64_t group_size, int64_t esize) {
+    qk::Layout l;
+    if (!qk::layout_from_name(layout.c_str(), &l)) throw py::value_error("unknown CPU layout '" + layout + "'");
+    const qk::PackedShape s = qk::packed_shape(l, N, K, group_size, esize);
+    return std::make_pair(s.rows, s.cols);
+  }, py::arg("layout"), py::arg("N"), py::arg("K"), py::arg("group_size") = 0, py::arg("esize") = 0,
+     "[panels, bytes per panel] of a packed CPU weight (csrc/kernels/kernels.h)");
+  m.def("int4_groups", [](int64_t K, int64_t group_size) {
+    const qk::W4Geom g = qk::w4_geometry(K, group_size);
+    return std::make_pair(g.G, g.gk);
+  }, py::arg("K"), py::arg("group_size"), "(groups, values per group after padding) of int4 weights");
   m.def("max_in_features", [] {
     return py::dict(py::arg("w8a8") = qk::kMaxK_w8a8, py::arg("w4a8") = qk::kMaxK_w4a8,
                     py::arg("s24_w8a8") = qk::kMaxK_s24_w8a8);

@@ -1,0 +1,46 @@
+// AVX-512 VNNI path helpers shared by its translation units (avx512_int8.cpp, avx512_int4.cpp):
+// prefetch distances and the one-instruction asm wrappers that keep accumulators in registers.
+#pragma once
+#include <immintrin.h>
+
+#include "sparse.h"
+#include "driver.h"
+
+// Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
+// measured best here for the int8 kernels (1-2 KiB left W8A16 ~30% slower); the int4 kernels use
+// the same (W4A8: 1, 2, 4 and 8 KiB and none measured, 2-8 KiB alike, 1 KiB and none ~10% slower).
+#ifndef QK_PF8
+#define QK_PF8 4096
+#endif
+#ifndef QK_PF16
+#define QK_PF16 4096
+#endif
+
+namespace qk {
+void gemm_w4a8_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+void gemm_w4a16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+
+namespace {
+
+// c += dot4(u8 b, s8 w). The intrinsic's tied accumulator makes GCC copy (and spill) all
+// accumulators every iteration; a "+v" asm operand keeps each one pinned in its register.
+inline void dpbusd(__m512i& c, __m512i b, __m512i w) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(w));
+}
+
+// c += dot4(u8 w, s8 a[0..3] broadcast from memory).
+inline void dpbusd_bcast(__m512i& c, __m512i w, const int8_t* a4) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(c) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(a4)));
+}
+
+// c += u * x[0] broadcast from memory.
+inline void fma_bcast(__m512& c, __m512 u, const float* x) {
+  asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(u), "m"(*x));
+}
+
+inline void prefetch_panel_step(const void* w, int64_t distance) {  // one 256-byte k step
+  for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + distance + 64 * l, _MM_HINT_T0);
+}
+
+}  // namespace
+}  // namespace qk

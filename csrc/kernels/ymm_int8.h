@@ -1,0 +1,125 @@
+// 256-bit integer-dot GEMMs shared by the AVX2 and AVX-VNNI paths: each translation unit
+// instantiates them with its own dot-product policy and its own flags (W8A8 and W4A8), plus the
+// AVX2 kernels the AVX-VNNI table reuses.
+#pragma once
+#include <immintrin.h>
+
+#include "driver.h"
+
+namespace qk {
+void quant_row_f32_avx2(const float* x, int64_t K, int8_t* q, float* scale);
+void quant_row_bf16_avx2(const uint16_t* x, int64_t K, int8_t* q, float* scale);
+void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+
+namespace {
+
+// A dot-product policy: dot(c, b, w) adds, per int32 lane, the 4 products of the lane's bytes of b
+// (activations, broadcast) and w (weights); kU8 says whether the activations are u8 (s8 + 128,
+// compensated by the panel's column sums) or s8.
+//   AVX2 (no VNNI): |a| (u8) x sign(w, a) through vpmaddubsw + vpmaddwd, exact for every s8 a and
+//                   |w| <= 127 (pair sums <= 2 * 128 * 127 < 32767).
+//   AVX-VNNI:       {vex} vpdpbusd on u8 a.
+
+// gemm_x8s8s32_mrx32_ymm: half a panel (32 columns = 4 ymm of [8 n x 4 k]) per call, MR <= 2 rows:
+// 8 accumulators + 4 weight registers + broadcasts of the 16 ymm.
+template <int MR, typename Dot>
+inline void gemm_x8s8s32_mrx32_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
+                                   int32_t acc[][kPanelN], int half, Dot dot) {
+  __m256i c[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+  const int8_t* wh = wp + half * 128;
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
+    __m256i wv[4];
+    for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
+      const __m256i b = _mm256_set1_epi32(a4);
+      for (int j = 0; j < 4; ++j) dot(c[r][j], b, wv[j]);
+    }
+  }
+  const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;
+  for (int j = 0; j < 4; ++j) {
+    const __m256i cs = Dot::kU8 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j))
+                                : _mm256_setzero_si256();
+    for (int r = 0; r < MR; ++r)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j), _mm256_sub_epi32(c[r][j], cs));
+  }
+}
+
+template <typename Dot>
+inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
+  const int64_t K4 = round_up(g.K, 4) / 4;
+  drive<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
+                                                                    int32_t acc[][kPanelN]) {
+    for (int half = 0; half < 2; ++half)
+      gemm_x8s8s32_mrx32_ymm<R>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
+  }, w8a8_epilogue(g));
+}
+
+// gemm_s8u4s32_mrx32_ymm: half a panel (32 columns) per call. One k8 step of a group (layout in
+// kernels.h) is 4 ymm of [8 n x (k0|k4, k1|k5, k2|k6, k3|k7)]; lo = v & 0x0f and hi = v >> 4 & 0x0f
+// are u8 [8 n x 4 k] operands and dot(c, u8 w, s8 bcast a) adds 4-k dot products to int32 lanes
+// (AVX2: vpmaddubsw pair sums <= 2 * 15 * 128, never saturate). MR = 2 rows: 8 accumulators +
+// v, lo, hi, mask, 2 broadcasts. Per group the contract's step y += float(c - zz * asum) * scale
+// goes to y in L1.
+template <int MR, typename Dot>
+inline void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
+                                   int64_t G, int64_t gk, float y[][kPanelN], int half, Dot dot) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
+  for (int64_t grp = 0; grp < G; ++grp) {
+    const uint8_t* blk = wp + grp * w4_group_bytes(gk);
+    const int8_t* ag = a + grp * gk;
+    __m256i c[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
+      __m256i blo[MR], bhi[MR];
+      for (int r = 0; r < MR; ++r) {
+        int32_t a4[2];
+        std::memcpy(a4, ag + r * lda + 8 * k8, 8);
+        blo[r] = _mm256_set1_epi32(a4[0]);
+        bhi[r] = _mm256_set1_epi32(a4[1]);
+      }
+      for (int j = 0; j < 4; ++j) {
+        const __m256i v = _mm256_loadu_si256(w + j);
+        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        for (int r = 0; r < MR; ++r) {
+          dot(c[r][j], lo, blo[r]);
+          dot(c[r][j], hi, bhi[r]);
+        }
+      }
+    }
+    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
+    const uint8_t* zz = blk + 32 * gk + 4 * kPanelN + half * 32;
+    for (int j = 0; j < 4; ++j) {
+      const __m256 s = _mm256_loadu_ps(scale + 8 * j);
+      const __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zz + 8 * j)));
+      for (int r = 0; r < MR; ++r) {
+        const __m256i corr = _mm256_mullo_epi32(z, _mm256_set1_epi32(asum[r * G + grp]));
+        const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[r][j], corr)), s);
+        float* yr = y[r] + half * 32 + 8 * j;
+        _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), t));
+      }
+    }
+  }
+}
+
+template <typename Dot>
+inline void gemm_w4a8_ymm(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
+  drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
+                                                                      float y[][kPanelN]) {
+    const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
+    for (int half = 0; half < 2; ++half)
+      gemm_s8u4s32_mrx32_ymm<R>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
+  }, w4_epilogue<true>(g));
+}
+
+}  // namespace
+}  // namespace qk

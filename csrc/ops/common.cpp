@@ -1,0 +1,87 @@
+// Shared argument checks and activation preparation of the CPU op files (see common.h).
+#include "common.h"
+
+namespace qk_ops {
+
+void check_cpu(const Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
+}
+
+void check_float_input(const Tensor& x, const char* name) {
+  check_cpu(x, name);
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
+                   x.scalar_type() == at::kHalf, name, " must be float32, bfloat16 or float16, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 2, name, " must be 2-D [M, K], got shape ", x.sizes());
+}
+
+int64_t checked_n(int64_t N) {
+  TORCH_CHECK_VALUE(N >= 1, "N (out_features) must be >= 1, got ", N);
+  return N;
+}
+
+void check_vector(const std::optional<Tensor>& t, int64_t N, const char* name) {
+  if (!t) return;
+  check_cpu(*t, name);
+  TORCH_CHECK_TYPE(t->scalar_type() == at::kFloat, name, " must be float32, got ", t->scalar_type());
+  TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == N, name, " must have shape [", N, "], got ", t->sizes());
+}
+
+void check_packed(const Tensor& wp, const std::string& layout, qk::Layout expect, int64_t N, int64_t K,
+                  int64_t group_size, int64_t esize) {
+  check_cpu(wp, "w_packed");
+  TORCH_CHECK_VALUE(layout == qk::layout_name(expect), "layout: the CPU kernels of this op read '",
+                    qk::layout_name(expect), "', got '", layout, "'");
+  const auto want = expect == qk::Layout::int8_w8a8_panels || expect == qk::Layout::int8_w8a16_panels ? at::kChar
+                                                                                                     : at::kByte;
+  TORCH_CHECK_TYPE(wp.scalar_type() == want, "w_packed must be ", want, ", got ", wp.scalar_type());
+  const qk::PackedShape s = qk::packed_shape(expect, N, K, group_size, esize);
+  TORCH_CHECK_VALUE(wp.dim() == 2 && wp.size(0) == s.rows && wp.size(1) == s.cols, "w_packed has shape ",
+                    wp.sizes(), " but ", layout, " for N=", N, ", K=", K, " is [", s.rows, ", ", s.cols,
+                    "]; pack it with the matching qkernels::pack_* op");
+}
+
+Tensor empty_packed(qk::Layout layout, const Tensor& like, int64_t N, int64_t K, int64_t group_size,
+                    int64_t esize) {
+  const qk::PackedShape s = qk::packed_shape(layout, N, K, group_size, esize);
+  const bool int8 = layout == qk::Layout::int8_w8a8_panels || layout == qk::Layout::int8_w8a16_panels;
+  return at::empty({s.rows, s.cols}, like.options().dtype(int8 ? at::kChar : at::kByte));
+}
+
+qk::W4Geom w4_geometry(int64_t K, int64_t group_size) {
+  TORCH_CHECK_VALUE(K >= 1, "K (in_features) must be >= 1, got ", K);
+  TORCH_CHECK_VALUE(group_size >= 1, "group_size must be >= 1, got ", group_size);
+  TORCH_CHECK_VALUE(K <= qk::kMaxK_w4a8, "K (in_features) must be <= ", qk::kMaxK_w4a8,
+                    " for exact int32 accumulation, got ", K);
+  const qk::W4Geom geo = qk::w4_geometry(K, group_size);
+  TORCH_CHECK_VALUE(geo.G == 1 || group_size % 8 == 0, "group_size must be a multiple of 8 for int4 weights "
+                    "(or >= K=", K, " for one group per row), got ", group_size);
+  return geo;
+}
+
+Tensor float_rows(const Tensor& x_in, int64_t Kp) {
+  const Tensor x = x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1);
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  Tensor buf = at::empty({M, Kp}, x.options().dtype(at::kFloat));
+  float* out = buf.data_ptr<float>();
+  const void* xp = x.data_ptr();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / Kp), [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) {
+      float* row = out + m * Kp;
+      if (bf16) {
+        const uint16_t* src = static_cast<const uint16_t*>(xp) + m * K;
+        for (int64_t k = 0; k < K; ++k) {
+          const uint32_t bits = uint32_t(src[k]) << 16;
+          std::memcpy(row + k, &bits, 4);
+        }
+      } else {
+        std::memcpy(row, static_cast<const float*>(xp) + m * K, K * sizeof(float));
+      }
+      std::memset(row + K, 0, (Kp - K) * sizeof(float));
+    }
+  });
+  return buf;
+}
+
+}  // namespace qk_ops

@@ -1,0 +1,71 @@
+"""int4 grouped ops: packing the state_dict nibbles into the kernels' layout, W4A8 and W4A16
+linears, the dequantized weight; fake impls for tracing; the backend choice."""
+from __future__ import annotations
+
+import torch
+
+from .. import formats
+from .. import reference as ref
+from ._common import is_reference, ops, reference_linear
+
+
+@torch.library.register_fake("qkernels::pack_int4")
+def _(qweight, scale, zero_point, K, group_size, layout):
+    lay = formats.get(layout)
+    return qweight.new_empty(lay.shape(qweight.shape[0], K, group_size), dtype=lay.dtype)
+
+
+@torch.library.register_fake("qkernels::unpack_int4")
+def _(w_packed, layout, N, K, group_size, symmetric):
+    G, _ = formats.int4_groups(K, group_size)
+    return (w_packed.new_empty((N, (K + 1) // 2), dtype=torch.uint8),
+            w_packed.new_empty((N, G), dtype=torch.float32), w_packed.new_empty((N, G), dtype=torch.int32))
+
+
+@torch.library.register_fake("qkernels::w4a8_linear")
+def _(x, w_packed, layout, bias, N, group_size):
+    return x.new_empty((x.shape[0], N))
+
+
+@torch.library.register_fake("qkernels::w4a16_linear")
+def _(x, w_packed, layout, bias, N, group_size):
+    return x.new_empty((x.shape[0], N))
+
+
+def pack_int4_weight(qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+                     K: int, group_size: int, layout: str) -> torch.Tensor:
+    """The one copy of an int4 weight a module keeps (nibbles, scales and zero points) in `layout`.
+
+    qweight uint8 [N, ceil(K/2)] (formats.pack_nibbles of q), scale fp32 [N, G], zero_point int32
+    [N, G] or None (symmetric); group_size = K for one group per output channel.
+    """
+    return ops.pack_int4(qweight, scale, zero_point, K, group_size, layout)
+
+
+def unpack_int4_weight(w_packed: torch.Tensor, layout: str, N: int, K: int, group_size: int, symmetric: bool):
+    """Inverse of pack_int4_weight: (qweight uint8 [N, ceil(K/2)], scale fp32 [N, G], zero_point or None)."""
+    qw, scale, zp = ops.unpack_int4(w_packed, layout, N, K, group_size, symmetric)
+    return qw, scale, (None if symmetric else zp)
+
+
+def dequantize_int4(w_packed: torch.Tensor, layout: str, N: int, K: int, group_size: int) -> torch.Tensor:
+    """fp32 [N, K] = (q - zero point) * scale per group."""
+    return ops.dequantize_int4(w_packed, layout, N, K, group_size)
+
+
+def int4_linear(x: torch.Tensor, w_packed: torch.Tensor, layout: str, bias: torch.Tensor | None, N: int,
+                group_size: int, act_bits: int | None, symmetric: bool) -> torch.Tensor:
+    """y = x @ dequant(w).T + bias for 2-D x [M, K] and an int4 weight from pack_int4_weight.
+
+    act_bits=8: dynamic per-token int8 activations (W4A8); None: float activations (W4A16).
+    """
+    if is_reference():
+        K = x.shape[1]
+        qw, scale, zp = unpack_int4_weight(w_packed, layout, N, K, group_size, symmetric)
+        q = ref.unpack_int4(qw, K, signed=symmetric)
+        fn = ref.linear_w4a8 if act_bits == 8 else ref.w4a16_gemm
+        return reference_linear(x, lambda x: fn(x, q, scale, zp, group_size, bias),
+                                lambda: dequantize_int4(w_packed, layout, N, K, group_size))
+    if act_bits == 8:
+        return ops.w4a8_linear(x, w_packed, layout, bias, N, group_size)
+    return ops.w4a16_linear(x, w_packed, layout, bias, N, group_size)
