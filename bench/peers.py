@@ -11,7 +11,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from qkernels import ops
+from qkernels import QuantLinear, SparseLinear, ops, prune_24
 
 
 def _per_channel_int8(w):
@@ -19,64 +19,45 @@ def _per_channel_int8(w):
     return q, s
 
 
-# ---- qkernels ----------------------------------------------------------------------------------
-def qk_w8a8(x, w, many=False):
-    q, s = _per_channel_int8(w)
-    packed = ops.pack_int8_weight(q, 8)
-    return lambda: ops.int8_linear(x, packed, s, None, 8), packed.numel()
+# ---- qkernels: the public modules, as users call them ---------------------------------------------
+_MODULE_CACHE = {}
 
 
-def qk_w8a16(x, w, many=False):
-    q, s = _per_channel_int8(w)
-    packed = ops.pack_int8_weight(q, None)
-    return lambda: ops.int8_linear(x, packed, s, None, None), packed.numel()
-
-
-_INT4_CACHE = {}
-
-
-def _int4_sym(w, group_size=128):
-    """Symmetric int4 (q in [-8, 7]) + fp32 scales [N, G]; plain min/max (speed is what is measured),
-    cached so the DRAM rotation's many copies of the same weight quantize it once."""
-    key = (tuple(w.shape), tuple(w[0, :8].tolist()), group_size)
-    if key not in _INT4_CACHE:
-        from qkernels import reference as R
-        q, s, _ = R.quantize(w.float(), "per_group", 4, True, group_size)
-        _INT4_CACHE.clear()
-        _INT4_CACHE[key] = (q, s)
-    return _INT4_CACHE[key]
-
-
-def _qk_int4(act_bits):
+def _qk_module(cls, x_dtype=None, **kw):
+    """A factory timing cls.from_float(Linear(w), **kw)(x). The module is built once per weight (int4's
+    clipping search is slow on big layers) and deep-copied for each DRAM copy (its own memory).
+    x_dtype: the activations' dtype (and, for 2:4 bf16, the Linear's, so the values are bf16)."""
     def make(x, w, many=False):
-        from qkernels import reference as R
-        q, s = _int4_sym(w)
-        K, N = w.shape[1], w.shape[0]
-        packed = ops.pack_int4_weight(R.pack_int4(q).to(w.device), s.to(w.device), None, K, 128)
-        xin = x.half() if x.is_cuda else x  # GPU: fp16 activations, compared with cuBLAS fp16
-        return lambda: ops.int4_linear(xin, packed, None, N, 128, act_bits, True), packed.numel()
+        import copy
+        key = (cls.__name__, x_dtype, tuple(sorted(kw.items())), tuple(w.shape), tuple(w[0, :8].tolist()), str(w.device))
+        if key not in _MODULE_CACHE:
+            lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=torch.float32)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+            if cls is SparseLinear and x_dtype == torch.bfloat16:
+                lin = lin.bfloat16()
+            _MODULE_CACHE.clear()
+            _MODULE_CACHE[key] = cls.from_float(lin, **kw)
+        m = copy.deepcopy(_MODULE_CACHE[key]) if many else _MODULE_CACHE[key]
+        xin = x.to(x_dtype) if x_dtype is not None else x
+        return (lambda: m(xin)), m._packed.numel() * m._packed.element_size()
     return make
 
 
-qk_w4a8 = _qk_int4(8)
-qk_w4a16 = _qk_int4(None)
+qk_w8a8 = _qk_module(QuantLinear, weight_bits=8, act_bits=8)
+qk_w8a16 = _qk_module(QuantLinear, weight_bits=8, act_bits=None)
+qk_w4a8 = _qk_module(QuantLinear, weight_bits=4, act_bits=8, group_size=128)
+qk_w4a16 = _qk_module(QuantLinear, weight_bits=4, act_bits=None, group_size=128)
+# GPU int4 rows: fp16 activations, compared with cuBLAS fp16
+qk_w4a8_fp16 = _qk_module(QuantLinear, torch.float16, weight_bits=4, act_bits=8, group_size=128)
+qk_w4a16_fp16 = _qk_module(QuantLinear, torch.float16, weight_bits=4, act_bits=None, group_size=128)
 
 
 def _qk_s24(kind):
     """qkernels 2:4: kind 'f32' (fp32 values, fp32 x), 'bf16' (bf16 values, bf16 x), 'int8'."""
-    def make(x, w, many=False):
-        from qkernels import reference as R
-        N, K = w.shape
-        _, pruned = R.prune_24(w)
-        if kind == "int8":
-            q, s = _per_channel_int8(pruned)
-            packed = ops.pack_sparse24_weight(*R.compress_24(q), K)
-            return lambda: ops.sparse24_linear(x, packed, torch.int8, s, None, N), packed.numel()
-        dt = torch.float32 if kind == "f32" else torch.bfloat16
-        packed = ops.pack_sparse24_weight(*R.compress_24(pruned.to(dt)), K)
-        xin = x.to(dt)
-        return lambda: ops.sparse24_linear(xin, packed, dt, None, None, N), packed.numel()
-    return make
+    if kind == "int8":
+        return _qk_module(SparseLinear, weight_bits=8)
+    return _qk_module(SparseLinear, torch.bfloat16 if kind == "bf16" else None, weight_bits=None)
 
 
 # ---- torch CPU peers ---------------------------------------------------------------------------
@@ -249,14 +230,13 @@ def cublas_int8(x, w, many=False):
 
 
 GPU_OURS = {"qkernels W8A8 (Triton)": qk_w8a8, "qkernels W8A16 (Triton)": qk_w8a16}
-GPU_W4 = {"qkernels W4A16 (Triton)": qk_w4a16, "qkernels W4A8 (Triton)": qk_w4a8}
+GPU_W4 = {"qkernels W4A16 (Triton)": qk_w4a16_fp16, "qkernels W4A8 (Triton)": qk_w4a8_fp16}
 
 
 def cusparselt_bf16(x, w, many=False):
     """torch semi-structured (cuSPARSELt / CUTLASS) 2:4 with bf16 values and activations."""
     from torch.sparse import to_sparse_semi_structured
-    from qkernels import reference as R
-    ws = to_sparse_semi_structured(R.prune_24(w)[1].bfloat16())
+    ws = to_sparse_semi_structured(prune_24(w)[1].bfloat16())
     xb = x.bfloat16()
     return lambda: F.linear(xb, ws), w.numel()
 

@@ -5,7 +5,7 @@ import torch
 from qkernels import ops
 from qkernels import reference as R
 from conftest import L_W8A8, L_W8A16, int8_layout, nan_eq
-from tolerances import fp32_dot_bound
+from tolerances import OUT_ROUNDING, fp32_dot_bound
 
 Q = torch.ops.qkernels
 
@@ -104,9 +104,7 @@ def test_w8a16_gemm_within_fp32_rounding(isa, M, K, N, dtype):
     y = Q.w8a16_linear(x, Q.pack_int8(w, L_W8A16), L_W8A16, w_s, b, N)
     assert y.dtype == dtype and y.shape == (M, N)
     exact = (x.double() @ w.double().T) * w_s.double() + b.double()
-    bound = fp32_dot_bound(x.float(), w, w_s)
-    if dtype == torch.bfloat16:  # plus one bf16 rounding of the output
-        bound = bound + exact.abs() * 2.0 ** -8
+    bound = fp32_dot_bound(x.float(), w, w_s) + exact.abs() * OUT_ROUNDING[dtype]
     assert torch.all((y.double() - exact).abs() <= bound)
 
 

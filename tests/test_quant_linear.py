@@ -9,7 +9,7 @@ from torch import nn
 
 import qkernels
 from qkernels import QuantConfig, QuantLinear
-from tolerances import SQNR_DB, sqnr_db
+from tolerances import CLOSE, CLOSE_FP32, HALF_STEP_SLACK, SQNR_DB, sqnr_db
 
 MODES = {"w8a8": 8, "w8a16": None}
 
@@ -37,8 +37,7 @@ def test_native_matches_reference_backend(isa, mode, dtype):
     if mode == "w8a8":
         assert torch.equal(y, yr)
     else:
-        torch.testing.assert_close(y.float(), yr.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
-                                   atol=1e-5 if dtype == torch.float32 else 1e-2)
+        torch.testing.assert_close(y.float(), yr.float(), **CLOSE[dtype])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,7 +51,7 @@ def test_awkward_shapes_and_layouts(mode):
             with qkernels.use_backend("reference"):
                 yr = q(x)
             assert y.shape == (*x.shape[:-1], N)
-            torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(y, yr, **CLOSE_FP32)
 
 
 def test_dequantize_is_the_effective_weight():
@@ -61,8 +60,8 @@ def test_dequantize_is_the_effective_weight():
     w = q.dequantize()
     assert w.shape == (32, 64) and w.dtype == torch.float32
     x = torch.randn(4, 64)
-    torch.testing.assert_close(q(x), x @ w.T + q.bias, rtol=1e-5, atol=1e-5)
-    assert (w - lin.weight).abs().max() <= q.weight_scale.max() / 2 * (1 + 1e-6)
+    torch.testing.assert_close(q(x), x @ w.T + q.bias, **CLOSE_FP32)
+    assert (w - lin.weight).abs().max() <= q.weight_scale.max() / 2 * (1 + HALF_STEP_SLACK)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -142,7 +141,7 @@ def test_quantize_model_with_filter():
     assert out is model
     assert isinstance(model[0], QuantLinear) and isinstance(model[2][0], QuantLinear)
     assert type(model[2][1]) is nn.Linear
-    assert sqnr_db(ref, model(x)) > 25
+    assert sqnr_db(ref, model(x)) > SQNR_DB["model_w8a8"]
 
 
 def test_backend_env_var_forces_reference(monkeypatch):

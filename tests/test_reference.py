@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from qkernels import reference as R
+from tolerances import HALF_STEP_SLACK
 
 
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_channel", "per_token", "per_group"])
@@ -19,7 +20,7 @@ def test_roundtrip_error_within_half_step(granularity, bits, symmetric):
     # Every value lies inside the quantization grid, so rounding error is at most half a step.
     step = R.dequantize(torch.ones_like(q), s, None if zp is None else torch.zeros_like(zp),
                         granularity, group_size=32)
-    assert torch.all((d - x).abs() <= step.abs() * 0.5 * (1 + 1e-5))
+    assert torch.all((d - x).abs() <= step.abs() * 0.5 * (1 + HALF_STEP_SLACK))
 
 
 def test_scale_shapes():

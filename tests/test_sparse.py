@@ -12,7 +12,7 @@ import qkernels
 from qkernels import SparseConfig, SparseLinear, ops
 from qkernels import reference as R
 from conftest import L_S24, L_W8A8, nan_eq
-from tolerances import EPS32, fp32_dot_bound
+from tolerances import CLOSE_16BIT, CLOSE_FP32, EPS32, OUT_ROUNDING, fp32_dot_bound
 
 Q = torch.ops.qkernels
 SHAPES = [(0, 67, 7), (1, 1, 1), (1, 4097, 67), (3, 7, 4097), (17, 67, 127), (128, 127, 67),
@@ -69,9 +69,7 @@ def test_float_sparse_within_fp32_rounding_of_dense(isa, M, K, N, dtype, vdtype)
     y = Q.s24_linear(x, Q.pack_sparse24(values, meta, K, L_S24), L_S24, b, N, vdtype)
     assert y.dtype == dtype and y.shape == (M, N)
     exact = x.double() @ w.double().T + b.double()  # the dense matmul with the pruned weight
-    bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * 2 * EPS32
-    if dtype == torch.bfloat16:
-        bound = bound + exact.abs() * 2.0 ** -8
+    bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * (2 * EPS32 + OUT_ROUNDING[dtype])
     assert torch.all((y.double() - exact).abs() <= bound)
 
 
@@ -151,8 +149,8 @@ def test_sparse_linear_matches_pruned_dense(isa, weight_bits):
         assert R.is_24(wq) and not ((wq != 0) & (pruned == 0)).any()
     else:
         assert torch.equal(s.dequantize(), pruned)
-        torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(y, x @ pruned.T + lin.bias.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y, yr, **CLOSE_FP32)
+        torch.testing.assert_close(y, x @ pruned.T + lin.bias.detach(), **CLOSE_FP32)
 
 
 def test_sparse_linear_keeps_a_24_weight_exactly():
@@ -187,7 +185,7 @@ def test_bf16_values_from_a_bf16_linear():
     assert s.value_dtype == torch.bfloat16 and s.state_dict()["values"].dtype == torch.bfloat16
     x = torch.randn(3, 64).bfloat16()
     torch.testing.assert_close(s(x).float(), (x.float() @ s.dequantize().T + lin.bias.float()),
-                               rtol=2e-2, atol=2e-2)
+                               **CLOSE_16BIT)
 
 
 def test_sparsify_model():

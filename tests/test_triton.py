@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from qkernels import reference as R
-from tolerances import fp32_dot_bound
+from tolerances import CLOSE_16BIT, EPS32, GPU_EPILOGUE, OUT_ROUNDING, fp32_dot_bound, w4a16_bound
 
 triton = pytest.importorskip("triton")
 from qkernels.triton_kernels.quant import quantize_per_token_int8  # noqa: E402
@@ -45,7 +45,7 @@ def test_w8a8_matches_reference(M, K, N, out_dtype):
     if DEV == "cpu":
         assert torch.equal(y, yr)  # interpreter: same fp32 op sequence, bit-exact
     else:  # integer part is exact; the GPU may fuse the epilogue's mul+add into one FMA
-        torch.testing.assert_close(y.float(), yr.float(), rtol=2 ** -7 if out_dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+        torch.testing.assert_close(y.float(), yr.float(), **GPU_EPILOGUE[out_dtype])
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -57,9 +57,7 @@ def test_w8a16_matches_reference(M, K, N, dtype):
     y = w8a16_gemm(x.to(DEV), w.to(DEV), w_s.to(DEV), b.to(DEV), N).cpu()
     assert y.dtype == dtype
     exact = (x.double() @ w.double().T) * w_s.double() + b.double()
-    bound = fp32_dot_bound(x.float(), w, w_s)
-    if dtype != torch.float32:  # one rounding of the output to 16 bits
-        bound = bound + exact.abs() * 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    bound = fp32_dot_bound(x.float(), w, w_s) + exact.abs() * OUT_ROUNDING[dtype]
     assert torch.all((y.double() - exact).abs() <= bound)
 
 
@@ -80,7 +78,7 @@ def test_cuda_w8a8_linear_composition():
     if DEV == "cpu":
         assert torch.equal(y, yr)
     else:
-        torch.testing.assert_close(y, yr, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(y, yr, **GPU_EPILOGUE[torch.float32])
 
 
 def test_triton_wrappers_validate():
@@ -102,7 +100,7 @@ def test_quant_linear_on_cuda():
         y = q(x)
         with qkernels.use_backend("reference"):
             yr = q(x)
-        torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(y.float(), yr.float(), **CLOSE_16BIT)
 
 
 # ---- int4 (W4A16 / W4A8) on the CUDA blob layout ------------------------------------------------
@@ -143,7 +141,7 @@ def test_w4a8_matches_reference(M, K, N, gs, out_dtype, symmetric):
     if DEV == "cpu":
         assert torch.equal(y, yr)  # interpreter: the contract's fp32 op sequence, bit-exact
     else:
-        torch.testing.assert_close(y.float(), yr.float(), rtol=2 ** -7 if out_dtype == torch.bfloat16 else 1e-5, atol=1e-4)
+        torch.testing.assert_close(y.float(), yr.float(), **GPU_EPILOGUE[out_dtype])
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -157,12 +155,8 @@ def test_w4a16_matches_reference(M, K, N, gs, dtype, symmetric):
     assert y.dtype == dtype
     yr = R.w4a16_gemm(x.float(), q, s, zp, gs, b).double()
     G, g = R.int4_groups(K, gs)
-    w = (R.unpack_int4(R.pack_int4(q), K, signed=symmetric).double()
-         - (0 if zp is None else zp.double().repeat_interleave(g, 1)[:, :K])).abs()
-    mag = x.double().abs() @ (w * s.double().repeat_interleave(g, 1)[:, :K]).T
-    bound = 2 * (K + G + 2) * 2.0 ** -23 * mag + 1e-6
-    if dtype != torch.float32:
-        bound = bound + yr.abs() * 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    w = q.double() - (0 if zp is None else zp.double().repeat_interleave(g, 1)[:, :K])
+    bound = w4a16_bound(x.float(), w, s, g) + yr.abs() * OUT_ROUNDING[dtype]
     assert torch.all((y.double() - yr).abs() <= bound)
 
 
@@ -176,7 +170,7 @@ def test_cuda_w4a8_linear_composition():
     if DEV == "cpu":
         assert torch.equal(y, yr)
     else:
-        torch.testing.assert_close(y, yr, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(y, yr, **GPU_EPILOGUE[torch.float32])
 
 
 def test_w4_wrapper_validates():
@@ -196,7 +190,7 @@ def test_int4_quant_linear_on_cuda():
             y = q(x)
             with qkernels.use_backend("reference"):
                 yr = q(x)
-            torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
+            torch.testing.assert_close(y.float(), yr.float(), **CLOSE_16BIT)
 
 
 # ---- 2:4 sparse on the CUDA blob layout ----------------------------------------------------------
@@ -224,7 +218,7 @@ def test_s24_w8a8_matches_reference(M, K, N, out_dtype):
     if DEV == "cpu":
         assert torch.equal(y, yr)
     else:
-        torch.testing.assert_close(y.float(), yr.float(), rtol=2 ** -7 if out_dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+        torch.testing.assert_close(y.float(), yr.float(), **GPU_EPILOGUE[out_dtype])
 
 
 @pytest.mark.parametrize("vdtype", [torch.float32, torch.bfloat16])
@@ -238,9 +232,7 @@ def test_s24_float_matches_dense(M, K, N, dtype, vdtype):
     y = s24_linear(x.to(DEV), pack_s24(values.to(DEV), meta.to(DEV), K), b.to(DEV), N, vdtype).cpu()
     assert y.dtype == dtype
     exact = x.double() @ w.double().T + b.double()
-    bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * 2.0 ** -22
-    if dtype != torch.float32:
-        bound = bound + exact.abs() * 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    bound = fp32_dot_bound(x.float(), w.float(), torch.ones(N)) + exact.abs() * (2 * EPS32 + OUT_ROUNDING[dtype])
     assert torch.all((y.double() - exact).abs() <= bound)
 
 
@@ -255,7 +247,7 @@ def test_cuda_s24_w8a8_linear_composition():
     if DEV == "cpu":
         assert torch.equal(y, yr)
     else:
-        torch.testing.assert_close(y, yr, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(y, yr, **GPU_EPILOGUE[torch.float32])
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="needs a GPU")
@@ -271,4 +263,4 @@ def test_sparse_linear_on_cuda_and_semi_structured():
         y = m(x)
         with qkernels.use_backend("reference"):
             yr = m(x)
-        torch.testing.assert_close(y.float(), yr.float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(y.float(), yr.float(), **CLOSE_16BIT)
