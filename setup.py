@@ -54,6 +54,7 @@ setup(
     description="INT8/INT4 quantized and 2:4 sparse GEMM kernels for PyTorch (C++ CPU, Triton GPU)",
     packages=packages,
     package_dir={"qkernels.triton_kernels": "triton_kernels"},
+    package_data={"qkernels": ["py.typed"]},
     ext_modules=[CMakeExtension("qkernels._C")],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.10",

@@ -23,6 +23,21 @@ def _per_channel_int8(w):
 _MODULE_CACHE = {}
 
 
+_INT4_CACHE = {}
+
+
+def _int4_sym(w, group_size=128):
+    """The symmetric int4 values (q in [-8, 7]) and fp32 scales [N, G] our W4 modules hold for w, so
+    the int4 peers multiply by exactly the same weights; cached across the DRAM copies."""
+    key = (tuple(w.shape), tuple(w[0, :8].tolist()), group_size)
+    if key not in _INT4_CACHE:
+        from qkernels import formats
+        q, s, _ = formats.quantize_weight_int4(w.float().cpu(), group_size, True)
+        _INT4_CACHE.clear()
+        _INT4_CACHE[key] = (q, s)
+    return _INT4_CACHE[key]
+
+
 def _qk_module(cls, x_dtype=None, **kw):
     """A factory timing cls.from_float(Linear(w), **kw)(x). The module is built once per weight (int4's
     clipping search is slow on big layers) and deep-copied for each DRAM copy (its own memory).

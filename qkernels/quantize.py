@@ -24,9 +24,11 @@ class QuantConfig:
         check_config(self.weight_bits, self.act_bits, self.group_size, self.symmetric)
 
     def check_layer(self, linear: nn.Linear) -> None:
+        """ValueError if a QuantLinear of this configuration cannot be built for `linear`'s shape."""
         check_shape(linear.in_features, linear.out_features, self.weight_bits, self.act_bits, self.group_size)
 
     def convert(self, linear: nn.Linear) -> QuantLinear:
+        """QuantLinear.from_float(linear) with this configuration."""
         return QuantLinear.from_float(linear, self.weight_bits, self.act_bits, self.group_size, self.symmetric)
 
 
@@ -39,11 +41,13 @@ class SparseConfig:
         _check_bits(self.weight_bits)
 
     def check_layer(self, linear: nn.Linear) -> None:
-        # The same construction checks, on the meta device (no memory, no values).
+        """ValueError if a SparseLinear of this configuration cannot be built for `linear`'s shape
+        (the construction checks, run on the meta device: no memory, no values)."""
         SparseLinear(linear.in_features, linear.out_features, linear.bias is not None, self.weight_bits,
                      device="meta")
 
     def convert(self, linear: nn.Linear) -> SparseLinear:
+        """SparseLinear.from_float(linear) with this configuration."""
         return SparseLinear.from_float(linear, self.weight_bits)
 
 

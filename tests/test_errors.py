@@ -1,4 +1,4 @@
-"""Bad input raises ValueError / TypeError naming the argument, expected and given (API.md)."""
+"""Bad input raises ValueError / TypeError naming the argument, what was expected and what was given."""
 import pytest
 import torch
 from torch import nn

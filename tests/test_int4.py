@@ -258,7 +258,7 @@ def test_quantize_model_int4():
     assert sqnr_db(y, model(x)) > 12
 
 
-# ---- W4A16 accumulates x * (u - zz): no cancellation, Inf stays Inf (issue: zero point folded) ----
+# ---- W4A16 accumulates x * (u - zz): no cancellation, Inf stays Inf ------------------------------
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_w4a16_no_cancellation_between_large_terms(isa, symmetric):
     """x = (1e8, 1, 0, ...) against a weight whose first value is exactly zero (u == zz): the output

@@ -44,6 +44,7 @@ class Int4BlobParts(NamedTuple):
 
 
 def int4_blob_parts(N: int, K: int, G: int) -> Int4BlobParts:
+    """The parts of the int4 blob of N outputs, K inputs and G groups (see Int4BlobParts)."""
     zz = 4 * N * G
     nib = zz + -(-N * G // 4) * 4
     return Int4BlobParts(0, zz, nib, nib + N * ((K + 1) // 2))
@@ -58,6 +59,7 @@ class Sparse24BlobParts(NamedTuple):
 
 
 def sparse24_blob_parts(N: int, K: int, esize: int) -> Sparse24BlobParts:
+    """The parts of the 2:4 blob of N outputs, K inputs and esize-byte values (see Sparse24BlobParts)."""
     G = -(-K // 4)
     meta = N * 2 * G * esize
     return Sparse24BlobParts(0, meta, meta + N * ((G + 1) // 2))

@@ -1,6 +1,6 @@
 """What QuantLinear and SparseLinear share: fp32 side buffers, the one packed weight (re-packed
 for a new device), the state_dict header (format version + module configuration) and its checks,
-the validation of loaded tensors, and the input checks API.md promises."""
+the validation of loaded tensors, and the input checks of every forward."""
 from __future__ import annotations
 
 import torch

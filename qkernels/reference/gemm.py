@@ -38,6 +38,7 @@ def w8a8_epilogue(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tenso
 
 def w8a8_gemm(a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
               bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
+    """int8 a [M, K] x int8 w [N, K]: the exact int32 sums, then w8a8_epilogue."""
     return w8a8_epilogue(int8_matmul(a, w), a_scale, w_scale, bias, out_dtype)
 
 

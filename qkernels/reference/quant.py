@@ -25,6 +25,7 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_token", "per_group")
 
 
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    """(qmin, qmax): int8 [-127, 127] symmetric or [-128, 127]; int4 [-8, 7] or [0, 15]."""
     if bits == 8:
         return (-127, 127) if symmetric else (-128, 127)
     if bits == 4:
