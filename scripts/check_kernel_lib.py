@@ -5,7 +5,8 @@
 
 Native (this x86-64 host): every path's translation units are compiled with exactly the flags of
 the features cpu_paths.def gives that path; no path object defines a weak (COMDAT) symbol that the
-linker could hand to another path; and csrc/tests/selftest.cpp passes on every path this CPU runs.
+linker could hand to another path; no microkernel keeps its accumulators in memory (see
+check_register_tiles); and csrc/tests/selftest.cpp passes on every path this CPU runs.
 Cross (aarch64, Debian's g++-aarch64-linux-gnu): only the architecture-neutral paths are built,
 and the selftest passes under qemu-aarch64. Exits non-zero on any failure; prints what it checked.
 """
@@ -70,12 +71,85 @@ def check_no_weak_symbols(build, nm="nm"):
     print(f"symbols: {len(objs)} path objects, no weak or unique symbols")
 
 
+# Microkernels are named gemm_<A><W><Acc>_<tile>_<path> with a tile of mrx.., 1xnp.., mrxnp.. or a
+# per-group step; their accumulating instructions and the stores of vector registers to the stack.
+UKERNEL = re.compile(r"gemm_\w+?_(?:mrx|1xnp|mrxnp|group)\w*<")
+ACCUMULATE = re.compile(r"\t(?:\{vex\} )?(?:vpdpbusd|vpdpwssd|vpdpbssd|vfmadd(?:132|213|231)ps|vdpbf16ps|vpaddd)\s+(?:\S+,)*%([xyz]mm\d+)\s*$")
+STACK_STORE = re.compile(r"\tv\w*mov\w*\s+%([xyz]mm\d+),\s*-?(?:0x[0-9a-f]+)?\(%r[sb]p")
+BACK_JUMP = re.compile(r"^\s*([0-9a-f]+):\s+j\w+\s+([0-9a-f]+) <")
+
+
+def functions(obj, objdump="objdump"):
+    """(demangled name, [instruction lines]) of every function in obj."""
+    name, body = None, []
+    for ln in run([objdump, "-d", "--no-show-raw-insn", "-C", obj]).splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", ln)
+        if m:
+            if name:
+                yield name, body
+            name, body = m[1], []
+        elif name and re.match(r"^\s*[0-9a-f]+:", ln):
+            body.append(ln)
+    if name:
+        yield name, body
+
+
+def accumulator_spills(body):
+    """(stores, accumulations) in the hot loops of one function: a hot loop is a backward jump's
+    range that holds accumulating instructions and no smaller such range; a store counts when it
+    writes a register that the loop accumulates into to the stack."""
+    addr = [int(ln.split(":")[0], 16) for ln in body]
+    loops = []
+    for ln in body:
+        m = BACK_JUMP.match(ln)
+        if m and int(m[2], 16) <= int(m[1], 16):
+            lo, hi = int(m[2], 16), int(m[1], 16)
+            if any(lo <= a <= hi and ACCUMULATE.search(x) for a, x in zip(addr, body)):
+                loops.append((lo, hi))
+    hot = [(lo, hi) for lo, hi in loops if not any(lo <= l2 <= h2 <= hi and (l2, h2) != (lo, hi) for l2, h2 in loops)]
+    stores = accs = 0
+    for lo, hi in hot:
+        regs = set()
+        for a, ln in zip(addr, body):
+            if lo <= a <= hi:
+                m = ACCUMULATE.search(ln)
+                if m:
+                    regs.add(m[1])
+                    accs += 1
+                m = STACK_STORE.search(ln)
+                stores += bool(m and m[1] in regs)
+    return stores, accs
+
+
+def check_register_tiles(build):
+    """No microkernel keeps its accumulator array in memory. Left on the stack, every accumulating
+    instruction of the hot loop is followed by a store of its register (GCC 12 did this to the
+    AVX-512 W8A8 6x64 tile inlined into drive(): 24 stores per 24 vpdpbusd, half the speed at
+    M = 128). A tile a little over the register file spills a few (the 8-panel W4A8 decode tile
+    holds 32 accumulators in 32 zmm: 3 stores per 64); the bound is half the accumulations."""
+    objs = [os.path.join(d, f) for d, _, fs in os.walk(build) for f in fs
+            if f.endswith(".o") and "qk_path_" in d]
+    n = 0
+    for o in objs:
+        for name, body in functions(o):
+            if not UKERNEL.search(name):
+                continue
+            stores, accs = accumulator_spills(body)
+            assert accs, f"{os.path.basename(o)}: {name[:100]}: no accumulating instruction in a loop"
+            assert 2 * stores < accs, (f"{os.path.basename(o)}: {name[:100]} keeps accumulators in memory: "
+                                       f"{stores} stack stores per {accs} accumulations in its hot loop")
+            n += 1
+    assert n, "no microkernels found in the path objects"
+    print(f"register tiles: {n} microkernel instances, accumulators in registers")
+
+
 def native(build):
     feats, paths = cpu_paths_def()
     configure_and_build(build, ["qk_selftest"])
     built = [p for p, (arch, _, _) in paths.items() if arch in ("x86", "any")]
     check_flags(build, feats, paths, built)
     check_no_weak_symbols(build)
+    check_register_tiles(build)
     out = run([os.path.join(build, "qk_selftest")])
     print(out.strip())
 

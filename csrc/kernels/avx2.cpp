@@ -91,23 +91,30 @@ static void gemm_w8a8_avx2(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0
 // Half a panel per call. Per k: 32 bytes of the panel row widen to 4 ymm fp32;
 // c[r][j] += broadcast(x[r][k]) * wj (MR <= 2 rows: 8 accumulators).
 template <int MR>
-static inline void gemm_f32s8f32_mrx32_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
+static QK_UKERNEL void gemm_f32s8f32_mrx32_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
                                             float acc[][kPanelN], int half) {
   __m256 c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN + half * 32;
     __m256 wv[4];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j)
       wv[j] = _mm256_cvtepi32_ps(
           _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 8 * j))));
+    QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc[r] + half * 32 + 8 * j, c[r][j]);
 }
 
@@ -142,19 +149,24 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
 // propagate as in the exact sum. The mask and the subtract can issue on port 5 on Intel, which
 // shifts, converts and FMAs cannot use.
 template <int MR>
-static inline void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+static QK_UKERNEL void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
                                       float y[][kPanelN], int half) {
   const __m256i m4 = _mm256_set1_epi32(0x0f);
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const float* xg = x + grp * gk;
     const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + half * 32;
     __m256 c[MR][4];
+    QK_UNROLL
     for (int r = 0; r < MR; ++r)
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
     alignas(32) int32_t zz[32];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j)
       _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
@@ -164,6 +176,7 @@ static inline void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const u
       for (int kk = 0; kk < 8; ++kk) {
         const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
         __m256 b[MR];
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) b[r] = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {  // v and zz are re-read from L1: 16 ymm are few
@@ -171,13 +184,16 @@ static inline void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const u
           const __m256i q = _mm256_sub_epi32(_mm256_and_si256(sh ? _mm256_srli_epi32(v, sh) : v, m4),
                                              _mm256_load_si256(reinterpret_cast<const __m256i*>(zz + 8 * j)));
           const __m256 u = _mm256_cvtepi32_ps(q);
+          QK_UNROLL
           for (int r = 0; r < MR; ++r) c[r][j] = _mm256_fmadd_ps(b[r], u, c[r][j]);
         }
       }
     }
     const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m256 s = _mm256_loadu_ps(scale + 8 * j);
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         float* yr = y[r] + half * 32 + 8 * j;
         _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(c[r][j], s)));

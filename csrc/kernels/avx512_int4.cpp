@@ -16,24 +16,30 @@ namespace {
 // row's group sum: acc = c - zz * asum. MR x 4 int32 accumulators (MR <= 6 -> 24 zmm) + 3 temps.
 // After each group the accumulators go through the contract's fp32 step into y (in L1).
 template <int MR>
-inline void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
+QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
                          int64_t G, int64_t gk, float y[][kPanelN]) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[r] + 16 * j, _mm512_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const int8_t* ag = a + grp * gk;
     __m512i c[MR][4];
+    QK_UNROLL
     for (int r = 0; r < MR; ++r)
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const uint8_t* w = blk + k8 * 256;
       prefetch_panel_step(w, QK_PF8);
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m512i v = _mm512_loadu_si512(w + 64 * j);
         const __m512i lo = _mm512_and_si512(v, m4);
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) {
           dpbusd_bcast(c[r][j], lo, ag + r * lda + 8 * k8);
           dpbusd_bcast(c[r][j], hi, ag + r * lda + 8 * k8 + 4);
@@ -42,9 +48,11 @@ inline void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, const in
     }
     const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
     const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m512 s = _mm512_loadu_ps(scale + 16 * j);
       const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j)));
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m512i corr = _mm512_mullo_epi32(z, _mm512_set1_epi32(asum[r * G + grp]));
         const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[r][j], corr)), s);
@@ -72,13 +80,15 @@ inline bool zz_all_8(const uint8_t* zz) {
 }
 
 template <int MR, int NP, bool ZZ8>
-inline void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8_t* const* blk, int64_t gk, float y[][kPanelN]) {
+QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8_t* const* blk, int64_t gk, float y[][kPanelN]) {
   const __m512 tlo = ZZ8 ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
                          : _mm512_setr_ps(-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6, -5, -4, -3, -2, -1);
   const __m512 thi = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   alignas(64) int32_t zoff[NP][kPanelN];  // per column, 4 bytes of 16 - zz
   if constexpr (!ZZ8)
+    QK_UNROLL
     for (int q = 0; q < NP; ++q)
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m512i z = _mm512_cvtepu8_epi32(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[q] + 32 * gk + 4 * kPanelN + 16 * j)));
@@ -86,10 +96,13 @@ inline void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8
                                                               _mm512_mullo_epi32(z, _mm512_set1_epi32(0x01010101))));
       }
   __m512 c[MR * NP][4];
+  QK_UNROLL
   for (int t = 0; t < MR * NP; ++t)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[t][j] = _mm512_setzero_ps();
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     const float* xk = xg + 8 * k8;
+    QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       const uint8_t* w = blk[q] + k8 * 256;
       prefetch_panel_step(w, QK_PF16);
@@ -98,6 +111,7 @@ inline void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8
 #pragma GCC unroll 2
       for (int half = 0; half < 2; ++half) {
         __m512i e[4];
+        QK_UNROLL
         for (int j = 0; j < 4; ++j) {
           const __m512i v = _mm512_loadu_si512(w + 64 * j);
           if constexpr (ZZ8)
@@ -112,16 +126,20 @@ inline void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8
           for (int j = 0; j < 4; ++j) {
             const __m512i idx = kk ? _mm512_srli_epi32(e[j], 8 * kk) : e[j];
             const __m512 u = ZZ8 ? _mm512_permutexvar_ps(idx, tlo) : _mm512_permutex2var_ps(tlo, idx, thi);
+            QK_UNROLL
             for (int r = 0; r < MR; ++r) fma_bcast(c[r * NP + q][j], u, xk + r * ldx + 4 * half + kk);
           }
         }
       }
     }
   }
+  QK_UNROLL
   for (int q = 0; q < NP; ++q) {
     const float* scale = reinterpret_cast<const float*>(blk[q] + 32 * gk);
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m512 s = _mm512_loadu_ps(scale + 16 * j);
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         float* yr = y[q * MR + r] + 16 * j;
         _mm512_storeu_ps(yr, _mm512_add_ps(_mm512_loadu_ps(yr), _mm512_mul_ps(c[r * NP + q][j], s)));
@@ -130,15 +148,19 @@ inline void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8
   }
 }
 
-// MR rows of x times NP consecutive panels (pb bytes apart) into y[q * MR + r][64].
+// MR rows of x times NP consecutive panels (pb bytes apart) into y[q * MR + r][64]: group by group
+// through the register tile gemm_f32u4f32_group_avx512.
 template <int MR, int NP>
 inline void gemm_f32u4f32_mrxnp64_avx512(const float* x, int64_t ldx, const uint8_t* wp, int64_t pb, int64_t G, int64_t gk,
                           float y[][kPanelN]) {
+  QK_UNROLL
   for (int t = 0; t < MR * NP; ++t)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[t] + 16 * j, _mm512_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk[NP];
     bool zz8 = true;
+    QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       blk[q] = wp + q * pb + grp * w4_group_bytes(gk);
       zz8 = zz8 && zz_all_8(blk[q] + 32 * gk + 4 * kPanelN);
@@ -156,20 +178,26 @@ inline void gemm_f32u4f32_mrxnp64_avx512(const float* x, int64_t ldx, const uint
 // prefetch distances 0-8 KiB, 8 panels with 4 KiB reads ~23 GB/s vs ~16 GB/s for one panel at a
 // time. NP x 4 int32 accumulators (NP <= 8 -> 32 zmm, the 3 temporaries reuse them as it goes).
 template <int NP>
-inline void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* asum, const uint8_t* wp, int64_t pb,
+QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* asum, const uint8_t* wp, int64_t pb,
                             int64_t G, int64_t gk, float y[][kPanelN]) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
+  QK_UNROLL
   for (int q = 0; q < NP; ++q)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(y[q] + 16 * j, _mm512_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const int8_t* ag = a + grp * gk;
     __m512i c[NP][4];
+    QK_UNROLL
     for (int q = 0; q < NP; ++q)
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      QK_UNROLL
       for (int q = 0; q < NP; ++q) {
         const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
         prefetch_panel_step(w, QK_PF8);
+        QK_UNROLL
         for (int j = 0; j < 4; ++j) {
           const __m512i v = _mm512_loadu_si512(w + 64 * j);
           dpbusd_bcast(c[q][j], _mm512_and_si512(v, m4), ag + 8 * k8);
@@ -177,11 +205,13 @@ inline void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* asum,
         }
       }
     }
+    QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       const uint8_t* blk = wp + q * pb + grp * w4_group_bytes(gk);
       const float* scale = reinterpret_cast<const float*>(blk + 32 * gk);
       const uint8_t* zz = blk + 32 * gk + 4 * kPanelN;
       const __m512i as = _mm512_set1_epi32(asum[grp]);
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(zz + 16 * j)));
         const __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[q][j], _mm512_mullo_epi32(z, as))),

@@ -58,16 +58,19 @@ void quant_row_bf16_avx512(const uint16_t* x, int64_t K, int8_t* q, float* s) { 
 //   c[r][0..3] hold rows r's 64 int32 sums: MR x 4 accumulators (MR <= 6 -> 24 zmm).
 // a is s8 + 128 (u8), so c = sum(a*w) + colsum; colsum (= 128 * sum_k w) sits after the panel.
 template <int MR>
-inline void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
+QK_UKERNEL void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
                          int32_t acc[][kPanelN]) {
   __m512i c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const int8_t* w = wp + k4 * 256;
     prefetch_panel_step(w, QK_PF8);
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+    QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, a + r * lda + 4 * k4, 4);
@@ -79,8 +82,10 @@ inline void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, const i
     }
   }
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256);
+  QK_UNROLL
   for (int j = 0; j < 4; ++j) {
     const __m512i cs = _mm512_loadu_si512(colsum + 16 * j);
+    QK_UNROLL
     for (int r = 0; r < MR; ++r) _mm512_storeu_si512(acc[r] + 16 * j, _mm512_sub_epi32(c[r][j], cs));
   }
 }
@@ -97,24 +102,31 @@ void gemm_w8a8_avx512(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int
 // Per k: the panel row w[k][0..63] (64 bytes) widens to 4 zmm of fp32 (w0..w3), shared by the
 // MR rows: c[r][j] += broadcast(x[r][k]) * wj. MR x 4 fp32 accumulators (MR <= 6).
 template <int MR>
-inline void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
+QK_UKERNEL void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
                           float acc[][kPanelN]) {
   __m512 c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN;
     _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16, _MM_HINT_T0);
     __m512 wv[4];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j)
       wv[j] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * j))));
+    QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m512 b = _mm512_set1_ps(x[r * ldx + k]);
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[r][j] = _mm512_fmadd_ps(b, wv[j], c[r][j]);
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[r] + 16 * j, c[r][j]);
 }
 

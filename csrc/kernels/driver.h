@@ -8,6 +8,15 @@
 #include "epilogue.h"
 #include "kernels.h"
 
+// Register tiles. A microkernel keeps its accumulators in arrays (c[MR][4], ...) that must become
+// registers; GCC 12 does that only when the loops over the tile (trip count MR, NP or 4) are fully
+// unrolled first and the kernel is optimized as its own function: inlined into drive()'s lambdas it
+// kept W8A8's 24 accumulators on the stack (a load and a store around every vpdpbusd; 0.5x at
+// M = 128). So every microkernel is QK_UKERNEL (one call per tile and panel run) and every loop over
+// its tile is QK_UNROLL. scripts/check_kernel_lib.py checks the built library for such spills.
+#define QK_UKERNEL __attribute__((noinline))
+#define QK_UNROLL _Pragma("GCC unroll 16")
+
 namespace qk {
 namespace {  // per translation unit: each path instantiates its own copy with its own flags
 

@@ -14,19 +14,23 @@ inline int64_t col16(int half, int jj) { return 2 * half + jj / 2; }
 // gemm_f32sp24f32_mrx32_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window of
 // 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
 template <int MR, bool BF16>
-inline void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
+QK_UKERNEL void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
                               float acc[][kPanelN], int half) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m256 c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_ps();
   const __m256i hi16 = _mm256_set1_epi32(int(0xffff0000u));
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     for (int gl = 0; gl < 8; ++gl) {
       __m256 xw[MR];
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) xw[r] = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x + r * ldx + b * kS24BlockK + 4 * gl));
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
+      QK_UNROLL
       for (int jj = 0; jj < 4; ++jj) {
         const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
         const __m256i i0 = _mm256_srli_epi32(m, 2 * gl), i1 = _mm256_srli_epi32(m, 16 + 2 * gl);
@@ -40,6 +44,7 @@ inline void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_
           v0 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + h * 32));
           v1 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + 64 + h * 32));
         }
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) {
           c[r][jj] = _mm256_fmadd_ps(v0, _mm256_permutevar8x32_ps(xw[r], i0), c[r][jj]);
           c[r][jj] = _mm256_fmadd_ps(v1, _mm256_permutevar8x32_ps(xw[r], i1), c[r][jj]);
@@ -47,7 +52,9 @@ inline void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int jj = 0; jj < 4; ++jj) _mm256_storeu_ps(acc[r] + half * 32 + 8 * jj, c[r][jj]);
 }
 
@@ -55,34 +62,41 @@ inline void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_
 // vpshufb of the 8-byte window (broadcast to every qword) with control bytes 2i, 2i+1 per word
 // (i * 0x0202 + 0x0100); vpmaddwd with the sign-extended (v0, v1) pair adds both products exactly.
 template <int MR>
-inline void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
+QK_UKERNEL void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
                                int32_t acc[][kPanelN], int half) {
   __m256i c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_si256();
   const __m256i three = _mm256_set1_epi16(3), mul = _mm256_set1_epi16(0x0202), add = _mm256_set1_epi16(0x0100);
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         int64_t q;
         std::memcpy(&q, a + r * lda + b * kS24BlockK + 4 * gl, 8);
         aw[r] = _mm256_set1_epi64x(q);
       }
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
+      QK_UNROLL
       for (int jj = 0; jj < 4; ++jj) {
         const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
         const __m256i idx = _mm256_and_si256(_mm256_srli_epi16(m, 2 * gl), three);
         const __m256i ctrl = _mm256_add_epi16(_mm256_mullo_epi16(idx, mul), add);
         const __m256i v = _mm256_cvtepi8_epi16(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(vg + col16(half, jj) * 32 + (jj % 2) * 16)));
+        QK_UNROLL
         for (int r = 0; r < MR; ++r)
           c[r][jj] = _mm256_add_epi32(c[r][jj], _mm256_madd_epi16(v, _mm256_shuffle_epi8(aw[r], ctrl)));
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int jj = 0; jj < 4; ++jj)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * jj), c[r][jj]);
 }

@@ -36,20 +36,24 @@ inline void load_values(const uint8_t* vg, int j, __m512* v0, __m512* v1) {
 }
 
 template <int MR, bool BF16>
-inline void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
+QK_UKERNEL void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m512 c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     for (int l = 0; l < int(s24_block_bytes(esize) / 64); ++l)
       _mm_prefetch(reinterpret_cast<const char*>(blk) + kPfS + 64 * l, _MM_HINT_T0);
     __m512i m[4];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       __m512 xw[MR];
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) xw[r] = _mm512_broadcast_f32x4(_mm_loadu_ps(x + r * ldx + b * kS24BlockK + 4 * gl));
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
 #pragma GCC unroll 4
@@ -57,6 +61,7 @@ inline void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint
         const __m512i i0 = _mm512_srli_epi32(m[j], 2 * gl), i1 = _mm512_srli_epi32(m[j], 16 + 2 * gl);
         __m512 v0, v1;
         load_values<BF16>(vg, j, &v0, &v1);
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) {
           c[r][j] = _mm512_fmadd_ps(v0, _mm512_permutexvar_ps(i0, xw[r]), c[r][j]);
           c[r][j] = _mm512_fmadd_ps(v1, _mm512_permutexvar_ps(i1, xw[r]), c[r][j]);
@@ -64,7 +69,9 @@ inline void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[r] + 16 * j, c[r][j]);
 }
 
@@ -78,19 +85,23 @@ inline void dpwssd(__m512i& c, __m512i v, __m512i a) {
 }
 
 template <int MR>
-inline void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
+QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
   __m512i c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
     for (int l = 0; l < int(s24_block_bytes(1) / 64); ++l)
       _mm_prefetch(reinterpret_cast<const char*>(blk) + kPfS + 64 * l, _MM_HINT_T0);
     __m512i m[4];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       __m512i aw[MR];
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         int64_t q;
         std::memcpy(&q, a + r * lda + b * kS24BlockK + 4 * gl, 8);
@@ -101,11 +112,14 @@ inline void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, cons
       for (int j = 0; j < 4; ++j) {
         const __m512i idx = _mm512_srli_epi16(m[j], 2 * gl);
         const __m512i v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + j * 32)));
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) dpwssd(c[r][j], v, _mm512_permutexvar_epi16(idx, aw[r]));
       }
     }
   }
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[r] + 16 * j, c[r][j]);
 }
 
@@ -120,16 +134,19 @@ inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb) {
 }
 
 template <int NP, bool BF16>
-inline void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
+QK_UKERNEL void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
   constexpr int64_t esize = BF16 ? 2 : 4, bb = 4 * kPanelN + 8 * 4 * 32 * esize;
   __m512 c[NP][4];
+  QK_UNROLL
   for (int q = 0; q < NP; ++q)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblk; ++b) {
     prefetch_blocks(wp + b * bb, pb, NP, bb);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       const __m512 xw = _mm512_broadcast_f32x4(_mm_loadu_ps(x + b * kS24BlockK + 4 * gl));
+      QK_UNROLL
       for (int q = 0; q < NP; ++q) {
         const uint8_t* blk = wp + q * pb + b * bb;
         const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
@@ -145,15 +162,19 @@ inline void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp, int
       }
     }
   }
+  QK_UNROLL
   for (int q = 0; q < NP; ++q)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_ps(acc[q] + 16 * j, c[q][j]);
 }
 
 template <int NP>
-inline void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
+QK_UKERNEL void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
   constexpr int64_t bb = 4 * kPanelN + 8 * 4 * 32;
   __m512i c[NP][4];
+  QK_UNROLL
   for (int q = 0; q < NP; ++q)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblk; ++b) {
     prefetch_blocks(wp + b * bb, pb, NP, bb);
@@ -162,6 +183,7 @@ inline void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* w
       int64_t w4;
       std::memcpy(&w4, a + b * kS24BlockK + 4 * gl, 8);
       const __m512i aw = _mm512_set1_epi64(w4);
+      QK_UNROLL
       for (int q = 0; q < NP; ++q) {
         const uint8_t* blk = wp + q * pb + b * bb;
         const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
@@ -174,7 +196,9 @@ inline void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* w
       }
     }
   }
+  QK_UNROLL
   for (int q = 0; q < NP; ++q)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm512_storeu_si512(acc[q] + 16 * j, c[q][j]);
 }
 

@@ -24,27 +24,34 @@ namespace {
 // gemm_x8s8s32_mrx32_ymm: half a panel (32 columns = 4 ymm of [8 n x 4 k]) per call, MR <= 2 rows:
 // 8 accumulators + 4 weight registers + broadcasts of the 16 ymm.
 template <int MR, typename Dot>
-inline void gemm_x8s8s32_mrx32_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
+QK_UKERNEL void gemm_x8s8s32_mrx32_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
                                    int32_t acc[][kPanelN], int half, Dot dot) {
   __m256i c[MR][4];
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
   const int8_t* wh = wp + half * 128;
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
     __m256i wv[4];
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
+    QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, a + r * lda + 4 * k4, 4);
       const __m256i b = _mm256_set1_epi32(a4);
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) dot(c[r][j], b, wv[j]);
     }
   }
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;
+  QK_UNROLL
   for (int j = 0; j < 4; ++j) {
     const __m256i cs = Dot::kU8 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j))
                                 : _mm256_setzero_si256();
+    QK_UNROLL
     for (int r = 0; r < MR; ++r)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j), _mm256_sub_epi32(c[r][j], cs));
   }
@@ -67,29 +74,36 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
 // v, lo, hi, mask, 2 broadcasts. Per group the contract's step y += float(c - zz * asum) * scale
 // goes to y in L1.
 template <int MR, typename Dot>
-inline void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
+QK_UKERNEL void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
                                    int64_t G, int64_t gk, float y[][kPanelN], int half, Dot dot) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
+  QK_UNROLL
   for (int r = 0; r < MR; ++r)
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const int8_t* ag = a + grp * gk;
     __m256i c[MR][4];
+    QK_UNROLL
     for (int r = 0; r < MR; ++r)
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
       __m256i blo[MR], bhi[MR];
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         int32_t a4[2];
         std::memcpy(a4, ag + r * lda + 8 * k8, 8);
         blo[r] = _mm256_set1_epi32(a4[0]);
         bhi[r] = _mm256_set1_epi32(a4[1]);
       }
+      QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m256i v = _mm256_loadu_si256(w + j);
         const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        QK_UNROLL
         for (int r = 0; r < MR; ++r) {
           dot(c[r][j], lo, blo[r]);
           dot(c[r][j], hi, bhi[r]);
@@ -98,9 +112,11 @@ inline void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32_t* 
     }
     const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
     const uint8_t* zz = blk + 32 * gk + 4 * kPanelN + half * 32;
+    QK_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m256 s = _mm256_loadu_ps(scale + 8 * j);
       const __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zz + 8 * j)));
+      QK_UNROLL
       for (int r = 0; r < MR; ++r) {
         const __m256i corr = _mm256_mullo_epi32(z, _mm256_set1_epi32(asum[r * G + grp]));
         const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[r][j], corr)), s);
