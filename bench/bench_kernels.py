@@ -201,6 +201,64 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def host_name() -> str:
+    """The CPU this runs on, for reports: vendor model name plus the family/model numbers a VM's
+    generic name ("AMD EPYC") hides (family 25 = Zen 3/4, 26 = Zen 5; Intel family 6 model 143 = SPR)."""
+    info = qkernels.cpu_info()
+    fam = mod = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k.strip() == "cpu family" and fam is None:
+                    fam = v.strip()
+                elif k.strip() == "model" and mod is None:
+                    mod = v.strip()
+    except OSError:
+        pass
+    ids = f" (family {fam}, model {mod})" if fam else ""
+    return f"{info['model'] or info['vendor'] or platform.machine()}{ids}"
+
+
+def host_tag(name: str) -> str:
+    """A file-name tag for a host: 'amd-epyc-f26' or 'intel-xeon-...-f6m143' style."""
+    base, _, ids = name.partition(" (family ")
+    slug = "".join(c if c.isalnum() else "-" for c in base.lower().replace("(r)", "").replace("(tm)", ""))
+    slug = "-".join(t for t in slug.split("-") if t and t not in ("cpu", "processor"))[:40]
+    if ids:
+        fam, _, mod = ids.rstrip(")").partition(", model ")
+        slug += f"-f{fam}m{mod}"
+    return slug
+
+
+def write_report(data: dict, stem: str) -> None:
+    """stem.json (every row), stem.md (header + table) and stem.png (speedups vs torch fp32)."""
+    with open(stem + ".json", "w") as f:
+        json.dump(data, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(f"# qkernels {data.get('device', 'cpu').upper()} benchmark, {data['date']}, {data['machine']}\n\n")
+        f.write(header_lines(data) + "\n\nWritten by `python bench/bench_kernels.py` (see its docstring for the "
+                "method); the rows as JSON: [" + os.path.basename(stem) + ".json](" + os.path.basename(stem)
+                + ".json), speedups vs torch fp32 as a chart: [" + os.path.basename(stem) + ".png]("
+                + os.path.basename(stem) + ".png).\n\n```\n" + format_table(data["results"]) + "\n```\n")
+    try:
+        plot(data["results"], stem + ".png")
+        print(f"saved {stem}.json, .md and .png")
+    except ImportError:
+        print(f"saved {stem}.json and .md (matplotlib not installed: no plot)")
+
+
+def header_lines(data: dict) -> str:
+    peaks, bw = data.get("peaks"), data.get("dram_gbs")
+    text = (f"# qkernels bench {data['date']} on {data['machine']}; {data.get('threads', '?')} threads, "
+            f"cpu path {data.get('path', '?')}; torch {data['torch']}")
+    if bw:
+        text += (f"; DRAM read {bw:.1f} GB/s, int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak "
+                 f"{peaks['fp32_gflops']:.0f} GFLOP/s (measured)")
+    return text + ("\n# %pk: DRAM rows = % of DRAM read bandwidth; hot qkernels rows = % of the measured peak of "
+                   "their instruction (W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default=None, help="comma list of KxN (default: 4096x4096,4096x11008)")
@@ -209,33 +267,30 @@ def main(argv=None):
     p.add_argument("--no-cold", action="store_true", help="skip the M=1 DRAM rows")
     p.add_argument("--suite", default="int8,int4,sparse", help="comma list of int8, int4, sparse (default all)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--report", default=None, help="rewrite the .md/.png of a saved JSON and exit")
     a = p.parse_args(argv)
+    if a.report:
+        with open(a.report) as f:
+            data = json.load(f)
+        write_report(data, a.report[:-len(".json")] if a.report.endswith(".json") else a.report)
+        return data["results"]
     dev = a.device
     default_shapes = "4096x4096,4096x11008" if dev == "cpu" else "4096x4096,8192x28672"
     shapes = [tuple(int(v) for v in s.split("x")) for s in (a.shapes or default_shapes).split(",")]
     ms = [int(m) for m in (a.ms or ("1,8,32,128" if dev == "cpu" else "1,16,128,4096")).split(",")]
     bw = dram_read_bandwidth() if dev == "cpu" else None
     peaks = compute_peaks() if dev == "cpu" else None
-    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-               f"cpu path {qkernels.cpu_isa()}" if dev == "cpu" else torch.cuda.get_device_name())
-    print(f"# qkernels bench {datetime.date.today()} on {machine}; torch {torch.__version__}"
-          + (f"; DRAM read {bw:.1f} GB/s, int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak "
-             f"{peaks['fp32_gflops']:.0f} GFLOP/s (measured)" if bw else ""))
-    print("# %pk: DRAM rows = % of DRAM read bandwidth; hot qkernels rows = % of the measured peak of "
-          "their instruction (W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
+    machine = host_name() if dev == "cpu" else torch.cuda.get_device_name()
+    data = {"date": str(datetime.date.today()), "device": dev, "machine": machine, "threads": torch.get_num_threads(),
+            "path": qkernels.cpu_isa() if dev == "cpu" else "triton", "dram_gbs": bw, "peaks": peaks,
+            "torch": torch.__version__, "results": []}
+    print(header_lines(data))
     results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev, suite_names=a.suite.split(","))
     add_ratios(results, bw, peaks)
     print(format_table(results))
+    data["results"] = results
     os.makedirs(a.out, exist_ok=True)
-    stem = os.path.join(a.out, f"bench_{dev}_{datetime.date.today()}")
-    with open(stem + ".json", "w") as f:
-        json.dump({"date": str(datetime.date.today()), "machine": machine, "dram_gbs": bw, "peaks": peaks,
-                   "torch": torch.__version__, "results": results}, f, indent=1)
-    try:
-        plot(results, stem + ".png")
-        print(f"saved {stem}.json and {stem}.png")
-    except ImportError:
-        print(f"saved {stem}.json (matplotlib not installed: no plot)")
+    write_report(data, os.path.join(a.out, f"{data['date']}-{dev}-{host_tag(machine)}"))
     return results
 
 
