@@ -26,6 +26,8 @@ TORCH_LIBRARY(qkernels, m) {
         "-> Tensor");
   m.def("unpack_int4(Tensor w_packed, str layout, SymInt N, SymInt K, SymInt group_size, bool symmetric) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("quantize_int4_weight(Tensor w, SymInt group_size, bool symmetric, float[] clip_ratios) "
+        "-> (Tensor, Tensor, Tensor)");
   m.def("w4a8_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
   m.def("w4a16_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
   m.def("dequantize_int4(Tensor w_packed, str layout, SymInt N, SymInt K, SymInt group_size) -> Tensor");

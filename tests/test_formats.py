@@ -3,7 +3,7 @@ registry agrees with the C++ library, and the CUDA blob parts tile their blob.""
 import pytest
 import torch
 
-from qkernels import formats
+from qkernels import formats, ops
 from qkernels import reference as R
 
 
@@ -25,6 +25,24 @@ def test_int4_quantizer_matches_the_reference(symmetric, group_size):
     want = R.quantize_weight_int4(w, group_size, symmetric)
     for g, e in zip(got, want):
         assert (g is None and e is None) or torch.equal(g, e)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("group_size,K", [(8, 300), (32, 67), (128, 4096), (None, 301), (48, 100), (8, 1)])
+def test_int4_quantizer_op_matches_the_reference(symmetric, group_size, K):
+    """The C++ clipping search (what QuantLinear.from_float runs on the CPU) returns the reference's
+    nibbles, scales and zero points exactly: ties, zero rows, tiny and large magnitudes, partial groups."""
+    g = torch.Generator().manual_seed(K)
+    w = torch.randn(67, K, generator=g) * torch.rand(67, 1, generator=g) * 3
+    w[3] = 0
+    w[4] *= 1e-30
+    w[5] *= 1e30
+    w[6, : min(K, 8)] = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, 0.0, -1.0, 1.0])[: min(K, 8)]
+    got = ops.quantize_int4_weight(w, group_size, symmetric)
+    q, s, z = R.quantize_weight_int4(w, group_size, symmetric)
+    assert torch.equal(got[0], R.pack_int4(q))
+    assert torch.equal(got[1], s)
+    assert (got[2] is None and z is None) or torch.equal(got[2], z)
 
 
 @pytest.mark.parametrize("K", [4, 7, 66, 129])

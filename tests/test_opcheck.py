@@ -45,6 +45,8 @@ CASES = {
                                                      d["b"], 70)),
     "w8a16_linear fp16": lambda d: (Q.w8a16_linear, (d["x"].half(), Q.pack_int8(d["w"], L_W8A16), L_W8A16, d["ws"],
                                                      None, 70)),
+    "quantize_int4_weight sym": lambda d: (Q.quantize_int4_weight, (d["x"], 32, True, list(formats.CLIP_RATIOS))),
+    "quantize_int4_weight asym": lambda d: (Q.quantize_int4_weight, (d["x"], 67, False, [1.0, 0.9])),
     "pack_int4 asym": lambda d: (Q.pack_int4, (d["qw"], d["s4"], d["zp"], 67, 32, L_INT4)),
     "pack_int4 per-channel": lambda d: (Q.pack_int4, (d["qw"], d["s4"][:, :1].contiguous(), None, 67, 67, L_INT4)),
     "unpack_int4": lambda d: (Q.unpack_int4, (Q.pack_int4(d["qw"], d["s4"], d["zp"], 67, 32, L_INT4), L_INT4, 70, 67,

@@ -4,6 +4,9 @@ them as the CUDA kernels when qkernels is imported (and imports this module on t
 Each takes the schema's arguments, checks that the packed weight is in the CUDA layout
 (qkernels.formats.layouts) and calls the kernel wrappers.
 """
+import torch
+
+from ..formats import pack_nibbles, quantize_weight_int4
 from .quant import quantize_per_token_int8
 from .s24_gemm import pack_s24, s24_linear, s24_w8a8_gemm, unpack_s24
 from .w4_gemm import pack_w4, unpack_w4, w4a8_gemm, w4a16_gemm
@@ -87,12 +90,18 @@ def _s24_w8a8_linear(x, blob, layout, w_scale, bias, N):
     return s24_w8a8_gemm(a, a_scale, blob, w_scale, bias, N, x.dtype)
 
 
+def _quantize_int4_weight(w, group_size, symmetric, clip_ratios):
+    # Once per layer, not a hot path: the torch definition on the GPU (qkernels.formats.int4).
+    q, scale, zp = quantize_weight_int4(w, group_size, symmetric, clip_ratios=tuple(clip_ratios))
+    return pack_nibbles(q), scale, (zp if zp is not None else scale.new_zeros(scale.shape, dtype=torch.int32))
+
+
 IMPLS = {
     "quantize_per_token_int8": quantize_per_token_int8,
     "pack_int8": _pack_int8, "unpack_int8": _unpack_int8, "w8a8_gemm": _w8a8_gemm,
     "w8a8_linear": _w8a8_linear, "w8a16_linear": _w8a16_linear,
     "pack_int4": _pack_int4, "unpack_int4": _unpack_int4, "w4a8_linear": _w4a8_linear,
-    "w4a16_linear": _w4a16_linear,
+    "w4a16_linear": _w4a16_linear, "quantize_int4_weight": _quantize_int4_weight,
     "pack_sparse24": _pack_sparse24, "unpack_sparse24": _unpack_sparse24, "s24_linear": _s24_linear,
     "s24_w8a8_linear": _s24_w8a8_linear,
 }

@@ -109,6 +109,16 @@ void pack_w4(const uint8_t* qweight, const float* scale, const int32_t* zero_poi
 void unpack_w4(const uint8_t* packed, int64_t N, int64_t K, int64_t G, int64_t gk, bool symmetric,
                uint8_t* qweight, float* scale, int32_t* zero_point);
 
+// The int4 per-group clipping search of QuantLinear.from_float (qkernels.formats.int4 defines it):
+// rows x K fp32 weights (finite), groups of gk along K (the last may be partial); for each group
+// and each of n_ratios clip ratios the candidate scale / zero point, q = clamp(round(x / s) + z),
+// and the squared error sum((q - z) * s - x)^2 accumulated in double; the least error wins (the
+// first on ties). Writes the state_dict nibbles qweight [rows][ceil(K/2)] (pack_w4's input),
+// scale [rows][G] and zero_point [rows][G] (null: symmetric).
+void quantize_w4_clip_search(const float* w, int64_t rows, int64_t K, int64_t gk, bool symmetric,
+                             const float* ratios, int n_ratios, uint8_t* qweight, float* scale,
+                             int32_t* zero_point);
+
 // Inputs to the W4A8 / W4A16 GEMMs. Rows are padded to Kp with zeros.
 //   W4A8:  a = int8 activations [M][Kp], asum[m][g] = sum of row m's group g (int32), a_scale[M]
 //          y[m][n] = fp32 sum over g (in order) of float(acc_g) * scale[n][g], then

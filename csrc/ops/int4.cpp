@@ -1,5 +1,7 @@
 // CPU impls of the int4 grouped ops: packing the state_dict nibbles into the int4 panel layout,
 // W4A8 (per-token int8 activations, exact per-group int32) and W4A16 (fp32 accumulation).
+#include <vector>
+
 #include "common.h"
 
 namespace qk_ops {
@@ -56,6 +58,32 @@ std::tuple<Tensor, Tensor, Tensor> unpack_int4_cpu(const Tensor& packed, std::st
   qk::unpack_w4(packed.contiguous().data_ptr<uint8_t>(), N, K, geo.G, geo.gk, symmetric, qweight.data_ptr<uint8_t>(),
                 scale.data_ptr<float>(), symmetric ? nullptr : zp.data_ptr<int32_t>());
   return {qweight, scale, zp};
+}
+
+// The int4 clipping search of QuantLinear.from_float over row chunks: w fp32 [N, K] (finite; the
+// caller checks) -> (qweight uint8 [N, ceil(K/2)] nibbles as pack_int4 takes them, scale fp32
+// [N, G], zero_point int32 [N, G], zeros if symmetric).
+std::tuple<Tensor, Tensor, Tensor> quantize_int4_weight_cpu(const Tensor& w_in, int64_t group_size, bool symmetric,
+                                                            at::ArrayRef<double> clip_ratios) {
+  check_cpu(w_in, "w");
+  TORCH_CHECK_TYPE(w_in.scalar_type() == at::kFloat, "w must be float32, got ", w_in.scalar_type());
+  TORCH_CHECK_VALUE(w_in.dim() == 2, "w must be 2-D [N, K], got ", w_in.sizes());
+  TORCH_CHECK_VALUE(group_size >= 1, "group_size must be >= 1, got ", group_size);
+  TORCH_CHECK_VALUE(!clip_ratios.empty(), "clip_ratios must not be empty");
+  const Tensor w = w_in.contiguous();
+  const int64_t N = w.size(0), K = w.size(1), G = K == 0 ? 0 : (K + group_size - 1) / group_size;
+  Tensor q = at::empty({N, (K + 1) / 2}, w.options().dtype(at::kByte));
+  Tensor scale = at::empty({N, G}, w.options());
+  Tensor zp = at::zeros({N, G}, w.options().dtype(at::kInt));
+  std::vector<float> ratios(clip_ratios.begin(), clip_ratios.end());  // torch multiplies in fp32 too
+  if (N == 0 || K == 0) return {q, scale, zp};
+  const float* wp = w.data_ptr<float>();
+  at::parallel_for(0, N, std::max<int64_t>(1, 65536 / K), [&](int64_t b, int64_t e) {
+    qk::quantize_w4_clip_search(wp + b * K, e - b, K, group_size, symmetric, ratios.data(),
+                                static_cast<int>(ratios.size()), q.data_ptr<uint8_t>() + b * ((K + 1) / 2),
+                                scale.data_ptr<float>() + b * G, symmetric ? nullptr : zp.data_ptr<int32_t>() + b * G);
+  });
+  return {q, scale, zp};
 }
 
 // The W4 ops' common start: input and weight checks, the [M, N] output, the group geometry.
@@ -118,6 +146,7 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   using namespace qk_ops;
   m.impl("pack_int4", &pack_int4_cpu);
   m.impl("unpack_int4", &unpack_int4_cpu);
+  m.impl("quantize_int4_weight", &quantize_int4_weight_cpu);
   m.impl("w4a8_linear", QK_FP16_VIA_FP32(w4a8_linear_cpu));
   m.impl("w4a16_linear", QK_FP16_VIA_FP32(w4a16_linear_cpu));
 }

@@ -46,14 +46,16 @@ def unpack_nibbles(packed: torch.Tensor, K: int, signed: bool) -> torch.Tensor:
 
 
 def quantize_weight_int4(w: torch.Tensor, group_size: int | None = None, symmetric: bool = True,
-                         rows_per_chunk: int = 256):
+                         rows_per_chunk: int = 256, clip_ratios: tuple = CLIP_RATIOS):
     """Weight int4 quantization with a per-group clipping search (what QuantLinear.from_float uses).
 
     Per group (group_size consecutive input features of a row; None = the whole row; a last partial
     group is allowed) the min/max range is shrunk by each ratio in CLIP_RATIOS (symmetric:
     amax * r / 7; asymmetric: [min(x,0), max(x,0)] * r / 15) and the candidate with the least
-    squared reconstruction error is kept (the first on ties). Rows are processed in chunks so the
-    candidates never hold more than a chunk. Returns (q int8 [N, K], scale fp32 [N, G], zero_point
+    squared reconstruction error (each term's float32 difference squared and summed in float64) is
+    kept (the first on ties). Rows are processed in chunks so the candidates never hold more than a
+    chunk. This is the definition in torch (any device); on the CPU the op
+    torch.ops.qkernels.quantize_int4_weight computes the same numbers in C++ (qkernels.ops). Returns (q int8 [N, K], scale fp32 [N, G], zero_point
     int32 [N, G] or None); the numbers of qkernels.reference.quantize_weight_int4.
     """
     if w.dim() != 2:
@@ -72,7 +74,7 @@ def quantize_weight_int4(w: torch.Tensor, group_size: int | None = None, symmetr
         else:
             lo, hi = xg.amin(dim=-1).clamp_max(0.0), xg.amax(dim=-1).clamp_min(0.0)
         best_err = best_q = best_s = best_z = None
-        for r in CLIP_RATIOS:
+        for r in clip_ratios:
             if symmetric:
                 s = (amax * r / 7.0).clamp_min(FLT_MIN)
                 z = torch.zeros_like(s)
@@ -80,7 +82,7 @@ def quantize_weight_int4(w: torch.Tensor, group_size: int | None = None, symmetr
                 s = ((hi * r - lo * r) / float(qmax - qmin)).clamp_min(FLT_MIN)
                 z = (qmin - torch.round(lo * r / s)).clamp(qmin, qmax)
             q = (torch.round(xg / s[..., None]) + z[..., None]).clamp(qmin, qmax)
-            err = ((q - z[..., None]) * s[..., None] - xg).square().sum(dim=-1)
+            err = ((q - z[..., None]) * s[..., None] - xg).double().square().sum(dim=-1)
             if best_err is None:
                 best_err, best_q, best_s, best_z = err, q, s, z
                 continue

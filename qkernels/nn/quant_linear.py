@@ -120,8 +120,8 @@ class QuantLinear(PackedLinear):
             with torch.no_grad():
                 q.bias.copy_(linear.bias.detach().float())
         if weight_bits == 4:
-            qv, scale, zp = formats.quantize_weight_int4(w, group_size, symmetric)
-            q._set_int4(formats.pack_nibbles(qv), scale, zp)
+            qw, scale, zp = ops.quantize_int4_weight(w, group_size, symmetric)
+            q._set_int4(qw, scale, zp)
             return q
         qw, scale = ops.quantize_per_token_int8(w.float())
         with torch.no_grad():

@@ -9,7 +9,7 @@ read with its layout tag (qkernels.formats.layouts).
 """
 from .. import _ext
 from ._common import CUDA_OPS
-from .int4 import dequantize_int4, int4_linear, pack_int4_weight, unpack_int4_weight
+from .int4 import dequantize_int4, int4_linear, pack_int4_weight, quantize_int4_weight, unpack_int4_weight
 from .int8 import (dequantize_int8, int8_linear, pack_int8_weight, quantize_per_token_int8,
                    unpack_int8_weight)
 from .sparse24 import dequantize_sparse24, pack_sparse24_weight, sparse24_linear, unpack_sparse24_weight
@@ -19,5 +19,5 @@ MAX_IN_FEATURES = dict(_ext._C.max_in_features())
 
 __all__ = ["CUDA_OPS", "MAX_IN_FEATURES", "dequantize_int4", "dequantize_int8", "dequantize_sparse24",
            "int4_linear", "int8_linear", "pack_int4_weight", "pack_int8_weight", "pack_sparse24_weight",
-           "quantize_per_token_int8", "sparse24_linear", "unpack_int4_weight", "unpack_int8_weight",
+           "quantize_int4_weight", "quantize_per_token_int8", "sparse24_linear", "unpack_int4_weight", "unpack_int8_weight",
            "unpack_sparse24_weight"]

@@ -13,7 +13,7 @@ ops = torch.ops.qkernels
 # are registered when qkernels is imported, and Triton itself is imported on the first CUDA call,
 # so importing qkernels stays cheap and a machine without Triton gets a clear error on CUDA.
 CUDA_OPS = ("quantize_per_token_int8", "pack_int8", "unpack_int8", "w8a8_gemm", "w8a8_linear", "w8a16_linear",
-            "pack_int4", "unpack_int4", "w4a8_linear", "w4a16_linear",
+            "pack_int4", "unpack_int4", "quantize_int4_weight", "w4a8_linear", "w4a16_linear",
             "pack_sparse24", "unpack_sparse24", "s24_linear", "s24_w8a8_linear")
 _cuda_lib = torch.library.Library("qkernels", "IMPL")
 

@@ -22,6 +22,14 @@ def _(w_packed, layout, N, K, group_size, symmetric):
             w_packed.new_empty((N, G), dtype=torch.float32), w_packed.new_empty((N, G), dtype=torch.int32))
 
 
+@torch.library.register_fake("qkernels::quantize_int4_weight")
+def _(w, group_size, symmetric, clip_ratios):
+    N, K = w.shape
+    G = -(-K // group_size)
+    return (w.new_empty((N, (K + 1) // 2), dtype=torch.uint8), w.new_empty((N, G), dtype=torch.float32),
+            w.new_empty((N, G), dtype=torch.int32))
+
+
 @torch.library.register_fake("qkernels::w4a8_linear")
 def _(x, w_packed, layout, bias, N, group_size):
     return x.new_empty((x.shape[0], N))
@@ -30,6 +38,21 @@ def _(x, w_packed, layout, bias, N, group_size):
 @torch.library.register_fake("qkernels::w4a16_linear")
 def _(x, w_packed, layout, bias, N, group_size):
     return x.new_empty((x.shape[0], N))
+
+
+def quantize_int4_weight(w: torch.Tensor, group_size: int | None, symmetric: bool):
+    """int4 weight quantization with the per-group clipping search qkernels.formats.int4 defines:
+    (qweight uint8 [N, ceil(K/2)] nibbles (formats.pack_nibbles of q), scale fp32 [N, G],
+    zero_point int32 [N, G] or None). On the CPU a C++ op; the reference backend runs
+    qkernels.reference's definition."""
+    if w.dim() != 2:
+        raise ValueError(f"w must be 2-D, got shape {tuple(w.shape)}")
+    if is_reference():
+        q, scale, zp = ref.quantize_weight_int4(w, group_size, symmetric)
+        return ref.pack_int4(q), scale, zp
+    g = w.shape[1] if group_size is None else group_size
+    q, scale, zp = ops.quantize_int4_weight(w.float(), max(g, 1), symmetric, list(formats.CLIP_RATIOS))
+    return q, scale, (None if symmetric else zp)
 
 
 def pack_int4_weight(qweight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,

@@ -153,7 +153,8 @@ def quantize_weight_int4(w: torch.Tensor, group_size: int | None = None, symmetr
     For each group (``group_size`` consecutive input features of a row; None = the whole row; a
     last partial group is allowed) the range of ``quantize(..., bits=4)`` is shrunk by each ratio
     in INT4_CLIP_RATIOS (symmetric: amax * r / 7; asymmetric: [min(x,0), max(x,0)] * r / 15) and
-    the candidate with the least squared reconstruction error is kept (the first one on ties, so
+    the candidate with the least squared reconstruction error (float32 differences, squared and
+    summed in float64) is kept (the first one on ties, so
     r = 1 -- plain min/max -- unless clipping helps). Int4 has so few levels that giving up the
     largest values of a Gaussian group lowers the error of all the others: +1 dB SQNR at group 128.
 
@@ -178,7 +179,7 @@ def quantize_weight_int4(w: torch.Tensor, group_size: int | None = None, symmetr
             scale = ((hi * r - lo * r) / float(qmax - qmin)).clamp_min(FLT_MIN)
             zpf = (qmin - torch.round(lo * r / scale)).clamp(qmin, qmax)
         q = (torch.round(xg / scale.unsqueeze(-1)) + zpf.unsqueeze(-1)).clamp(qmin, qmax)
-        err = ((q - zpf.unsqueeze(-1)) * scale.unsqueeze(-1) - xg).square().sum(dim=-1)
+        err = ((q - zpf.unsqueeze(-1)) * scale.unsqueeze(-1) - xg).double().square().sum(dim=-1)
         if best is None:
             best = [q, scale, zpf, err]
         else:
