@@ -1,17 +1,19 @@
 """qkernels: INT8/INT4 quantized and 2:4 sparse GEMM kernels for PyTorch.
 
 Public API (documented in README.md and docs/): QuantLinear, SparseLinear, QuantConfig,
-SparseConfig, quantize_, sparsify_, prune_24; the CPU paths (cpu_isa, supported_cpu_paths,
-set_cpu_isa, cpu_info); use_backend / current_backend; and qkernels.reference.
+SparseConfig, quantize_, sparsify_, prune_24; save_quantized / load_quantized (quantized models as
+files, GPTQ / AWQ import); the CPU paths (cpu_isa, supported_cpu_paths, set_cpu_isa, cpu_info);
+use_backend / current_backend; and qkernels.reference.
 """
 from . import ops, reference
 from ._ext import cpu_info, cpu_isa, detected_cpu_isa, set_cpu_isa, supported_cpu_paths
 from .backend import current_backend, use_backend
 from .nn import QuantLinear, SparseLinear
 from .quantize import QuantConfig, SparseConfig, quantize_, sparsify_
+from .files import load_quantized, save_quantized
 from .formats import prune_24
 
 __version__ = "0.1.0"
 __all__ = ["QuantConfig", "QuantLinear", "SparseConfig", "SparseLinear", "cpu_info", "cpu_isa", "current_backend",
-           "detected_cpu_isa", "ops", "prune_24", "quantize_", "reference", "set_cpu_isa", "sparsify_",
+           "detected_cpu_isa", "load_quantized", "ops", "prune_24", "quantize_", "reference", "save_quantized", "set_cpu_isa", "sparsify_",
            "supported_cpu_paths", "use_backend"]

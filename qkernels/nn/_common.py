@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._ext import cpu_isa
+from ..backend import current_backend
+
 # 2: the module configuration is part of the state_dict (``qconfig``) and checked on load.
 FORMAT_VERSION = 2
 
@@ -83,6 +86,9 @@ class PackedLinear(nn.Module):
     OPTIONAL_WEIGHT_KEYS: tuple = ()  # weight keys a state_dict may lack (their absence is a value too)
 
     def _init_buffers(self, out_features: int, bias: bool, with_scale: bool, device) -> None:
+        # The packed weight is a non-persistent buffer: counted by named_buffers() (memory
+        # footprints), moved by .to(), never in the state_dict (which holds the plain tensors).
+        self.register_buffer("_packed", None, persistent=False)
         if with_scale:
             self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         if bias:
@@ -171,6 +177,19 @@ class PackedLinear(nn.Module):
         for k in keys + self.OPTIONAL_WEIGHT_KEYS:  # not buffers (or None buffers): handled above
             if prefix + k in unexpected_keys:
                 unexpected_keys.remove(prefix + k)
+
+    def _load_device(self, t: torch.Tensor) -> torch.device:
+        """Where a loaded weight goes: the module's device, or the tensor's when the module was
+        built on the meta device (load_state_dict(..., assign=True) into a meta skeleton)."""
+        dev = self._packed.device
+        return t.device if dev.type == "meta" else dev
+
+    def _runs_on(self) -> str:
+        """What runs this module's forward: the CPU path, 'triton' (CUDA) or 'reference'."""
+        if current_backend() == "reference":
+            return "reference"
+        dev = self._packed.device.type
+        return cpu_isa() if dev == "cpu" else ("triton" if dev == "cuda" else dev)
 
     def _check_input(self, x) -> None:
         check_linear_input(x, self.in_features, self._packed.device)

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from .. import formats, ops
-from ..backend import current_backend
 from ._common import (FORMAT_VERSION, PackedLinear, check_size, expect_finite,  # noqa: F401
                       expect_permutation, expect_range, expect_tensor)
 
@@ -249,14 +248,15 @@ class QuantLinear(PackedLinear):
         return ("qweight", "weight_scale") + (() if self.symmetric else ("weight_zero_point",))
 
     def _load_weight(self, state_dict, prefix):
-        N, K, dev = self.out_features, self.in_features, self._packed.device
+        N, K = self.out_features, self.in_features
         qweight = prefix + "qweight"
         if self.weight_bits == 8:
             w = expect_range(qweight, expect_tensor(state_dict, qweight, torch.int8, (N, K)), -127, 127)
-            self._set_weight(w.to(dev))
+            self._set_weight(w.to(self._load_device(w)))
             return
         G = self._groups
         qw = expect_tensor(state_dict, qweight, torch.uint8, (N, (K + 1) // 2))
+        dev = self._load_device(qw)
         scale = expect_finite(prefix + "weight_scale",
                               expect_tensor(state_dict, prefix + "weight_scale", torch.float32, (N, G)))
         zp = None
@@ -294,8 +294,7 @@ class QuantLinear(PackedLinear):
 
     def extra_repr(self) -> str:
         a = "A8" if self.act_bits == 8 else "A16"
-        extra = ""
-        if self.weight_bits == 4:
-            extra = f", group_size={self.group_size}, symmetric={self.symmetric}"
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, W{self.weight_bits}{a}{extra}, backend={current_backend()}")
+        perm = ", act_order" if self.input_perm is not None else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"W{self.weight_bits}{a}, group_size={self.group_size}, symmetric={self.symmetric}{perm}, "
+                f"path={self._runs_on()}")

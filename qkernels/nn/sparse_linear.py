@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from .. import formats, ops
-from ..backend import current_backend
 from ._common import PackedLinear, check_size, expect_finite, expect_range, expect_tensor
 
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
@@ -153,7 +152,7 @@ class SparseLinear(PackedLinear):
                 n, g = (int(i) for i in bad.nonzero()[0])
                 raise ValueError(f"{mk}: group {g} of row {n} must name two positions i0 < i1, got "
                                  f"i0={int(nib[n, g] & 3)} i1={int(nib[n, g] >> 2)}")
-        dev = self._packed.device
+        dev = self._load_device(values)
         self._set_weight(values.to(dev), meta.to(dev))
 
     # ---- use ---------------------------------------------------------------------------------------
@@ -174,4 +173,4 @@ class SparseLinear(PackedLinear):
     def extra_repr(self) -> str:
         vals = "int8 (A8)" if self.weight_bits == 8 else str(self.value_dtype).replace("torch.", "")
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, 2:4 {vals}, backend={current_backend()}")
+                f"bias={self.bias is not None}, 2:4 {vals}, path={self._runs_on()}")
