@@ -28,6 +28,7 @@ from torch import nn
 
 from .nn import QuantLinear, SparseLinear
 from .nn._common import FORMAT_VERSION, PackedLinear
+from .quantize import is_conv1d, name_list
 
 CONFIG_NAME = "qkernels_config.json"
 FILES_FORMAT_VERSION = 1
@@ -46,12 +47,6 @@ def linear_shape(m: nn.Module):
     if is_conv1d(m):
         return m.weight.shape[0], m.weight.shape[1], m.bias is not None
     return None
-
-
-def is_conv1d(m: nn.Module) -> bool:
-    """transformers.pytorch_utils.Conv1D (duck-typed: no import of transformers needed)."""
-    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None \
-        and m.weight.dim() == 2
 
 
 def module_config(m: PackedLinear) -> dict:
@@ -320,11 +315,11 @@ def _load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: boo
     bad_alias = sorted(k for k, v in aliases.items() if v not in stored or k not in expected)
     problems = []
     if missing:
-        problems.append(f"the model has tensors the files lack: {_names(missing)}")
+        problems.append(f"the model has tensors the files lack: {name_list(missing)}")
     if unexpected:
-        problems.append(f"the files have tensors the model lacks: {_names(unexpected)}")
+        problems.append(f"the files have tensors the model lacks: {name_list(unexpected)}")
     if bad_alias:
-        problems.append(f"{CONFIG_NAME} aliases name tensors that are not there: {_names(bad_alias)}")
+        problems.append(f"{CONFIG_NAME} aliases name tensors that are not there: {name_list(bad_alias)}")
     if problems:
         raise ValueError("; ".join(problems))
     by_module: dict[str, list[str]] = {}
@@ -356,10 +351,6 @@ def _as_model_dtype(module: nn.Module, attr: str, t: torch.Tensor) -> torch.Tens
     if ref is not None and ref.dtype.is_floating_point and t.dtype.is_floating_point and t.dtype != ref.dtype:
         return t.to(ref.dtype)
     return t
-
-
-def _names(keys: list[str], n: int = 8) -> str:
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
 # ---- buffers a checkpoint never holds ------------------------------------------------------------
@@ -405,7 +396,7 @@ def _rebuild_missing_buffers(model: nn.Module) -> None:
     params = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if left or params:
         raise ValueError("after loading, these are still on the meta device (not in the checkpoint, and not "
-                         f"rebuildable): {_names(left + params)}; build them on the CPU in the model")
+                         f"rebuildable): {name_list(left + params)}; build them on the CPU in the model")
 
 
 def _same_place(fresh: nn.Module, model: nn.Module, m: nn.Module, attr: str):

@@ -1,7 +1,12 @@
-"""Model-level API: quantize_ / sparsify_ swap a model's nn.Linear layers in place, all or nothing."""
+"""Model-level API: quantize_ / sparsify_ swap a model's nn.Linear layers (and transformers'
+GPT-2 style Conv1D) in place, all or nothing, with a progress bar and a summary for real models."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -10,6 +15,9 @@ from torch import nn
 from .nn import QuantLinear, SparseLinear
 from .nn.quant_linear import check_config, check_shape
 from .nn.sparse_linear import _check_bits
+
+log = logging.getLogger("qkernels")
+PROGRESS_MIN_LAYERS = 16  # quantize_ shows a progress bar from this many layers on (progress=None)
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,54 @@ class SparseConfig:
         return SparseLinear.from_float(linear, self.weight_bits)
 
 
+def is_conv1d(m: nn.Module) -> bool:
+    """transformers.pytorch_utils.Conv1D (GPT-2 style: weight stored [in, out]), duck-typed."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None \
+        and m.weight.dim() == 2
+
+
 def _convertible(m: nn.Module) -> bool:
     # nn.MultiheadAttention reads its out_proj (a NonDynamicallyQuantizableLinear) through
     # .weight / .bias, never by calling it, so that one Linear subclass cannot be swapped.
-    return isinstance(m, nn.Linear) and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+    if isinstance(m, nn.Linear):
+        return not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+    return is_conv1d(m)
+
+
+def _linear_like(m: nn.Module) -> bool:
+    """A layer a user would expect quantize_ to consider (warned about when it stays float)."""
+    return isinstance(m, nn.Linear) or is_conv1d(m) or "linear" in type(m).__name__.lower()
+
+
+def as_linear(m: nn.Module) -> nn.Linear:
+    """An nn.Linear computing what `m` computes (m itself, or a Conv1D's weight transposed as a
+    view: no copy), for from_float."""
+    if isinstance(m, nn.Linear):
+        return m
+    n_in, n_out = m.weight.shape
+    lin = nn.Linear(n_in, n_out, bias=m.bias is not None, device="meta", dtype=m.weight.dtype)
+    lin.weight = nn.Parameter(m.weight.detach().t(), requires_grad=False)
+    if m.bias is not None:
+        lin.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
+    return lin
+
+
+def _tied(model: nn.Module) -> dict[int, str]:
+    """{id(module): 'name of the other owner'} for layers whose weight is also another module's
+    parameter (a tied lm_head shares the input embedding's weight)."""
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for fqn, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m._parameters.items():
+            if p is not None:
+                owners.setdefault(id(p), []).append((f"{fqn}.{pname}" if fqn else pname, m))
+    tied = {}
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if _convertible(m) and isinstance(w, nn.Parameter):
+            others = [name for name, o in owners.get(id(w), []) if o is not m]
+            if others:
+                tied[id(m)] = others[0]
+    return tied
 
 
 def _plan(model: nn.Module, config, config_type, filter_fn):
@@ -81,7 +133,8 @@ def _plan(model: nn.Module, config, config_type, filter_fn):
     else:
         raise TypeError(f"config must be a {config_type.__name__} or a dict {{name: {config_type.__name__} "
                         f"or None}}, got {type(config).__name__}")
-    plan = []
+    tied = _tied(model)
+    plan, left_tied = [], []
     for m, fqns in names.values():
         chosen = [pick(m, fqn) for fqn in fqns]
         if any(c != chosen[0] for c in chosen):
@@ -91,15 +144,20 @@ def _plan(model: nn.Module, config, config_type, filter_fn):
             if "" in fqns:
                 raise TypeError("model is itself an nn.Linear; use QuantLinear.from_float(model) or "
                                 "SparseLinear.from_float(model) instead")
+            if id(m) in tied and not isinstance(config, dict):
+                # as transformers does: a tied lm_head stays float (quantizing it would keep the float
+                # embedding and add a quantized copy); name it in a per-layer dict to convert it anyway
+                left_tied.append(f"{fqns[0]} (tied to {tied[id(m)]})")
+                continue
             plan.append((m, chosen[0], fqns))
-    return plan
+    return plan, left_tied
 
 
 def _check(plan) -> None:
     """Every check a conversion makes, for every layer, before anything is replaced."""
     for m, cfg, fqns in plan:
         try:
-            cfg.check_layer(m)
+            cfg.check_layer(as_linear(m))
             w = m.weight
             if w.device.type != "meta" and not bool(torch.isfinite(w.detach()).all()):
                 raise ValueError("weight holds NaN or Inf")
@@ -107,34 +165,101 @@ def _check(plan) -> None:
             raise type(e)(f"{fqns[0]}: {e} (nothing was replaced)") from e
 
 
-def _convert(model: nn.Module, config, config_type, filter_fn) -> nn.Module:
-    plan = _plan(model, config, config_type, filter_fn)
+@dataclass
+class Summary:
+    """What quantize_ / sparsify_ did: layers converted by kind, bytes before and after, time, and
+    the Linear-like layers left float (with why)."""
+    kinds: dict = field(default_factory=dict)
+    bytes_before: int = 0
+    bytes_after: int = 0
+    seconds: float = 0.0
+    left_float: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items())) or "no layer"
+        text = (f"qkernels: converted {kinds} in {self.seconds:.1f} s; their weights "
+                f"{self.bytes_before / 2**20:.1f} MiB -> {self.bytes_after / 2**20:.1f} MiB")
+        if self.left_float:
+            text += f"; left float: {name_list(self.left_float)}"
+        return text
+
+
+def name_list(items, n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _tensor_bytes(m: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+
+
+def _kind(new: nn.Module) -> str:
+    if isinstance(new, QuantLinear):
+        return f"W{new.weight_bits}A{8 if new.act_bits == 8 else 16}"
+    return "2:4 int8" if new.weight_bits == 8 else "2:4"
+
+
+def _convert(model: nn.Module, config, config_type, filter_fn, progress) -> nn.Module:
+    start = time.perf_counter()
+    plan, left_tied = _plan(model, config, config_type, filter_fn)
     _check(plan)
+    in_plan = {id(m) for m, _, _ in plan}
+    selected = {fqn for m, _, fqns in plan for fqn in fqns}
+    left = [f"{fqn} ({type(m).__name__}: not convertible)" for fqn, m in model.named_modules()
+            if fqn and _linear_like(m) and not _convertible(m) and id(m) not in in_plan
+            and (filter_fn is None or filter_fn(m, fqn)) and not isinstance(config, dict)]
+    summary = Summary(left_float=left_tied + left)
+    show = progress if progress is not None else len(plan) >= PROGRESS_MIN_LAYERS
+    bar = None
+    if show:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(plan), desc=f"qkernels.{'quantize_' if config_type is QuantConfig else 'sparsify_'}",
+                       unit="layer", file=sys.stderr)
+        except ImportError:
+            bar = None
     while plan:
         m, cfg, fqns = plan.pop(0)
-        new = cfg.convert(m)
+        summary.bytes_before += _tensor_bytes(m)
+        new = cfg.convert(as_linear(m))
+        summary.bytes_after += _tensor_bytes(new)
+        summary.kinds[_kind(new)] = summary.kinds.get(_kind(new), 0) + 1
         for fqn in fqns:  # a module used at several places is replaced everywhere by one new module
             parent, _, child = fqn.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, new)
         del m, new  # the float layer is freed now unless something else still holds it
+        if bar is not None:
+            bar.update(1)
+    summary.seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    log.info("%s", summary)
+    if show:
+        print(summary, file=sys.stderr)
+    if summary.left_float:
+        warnings.warn(f"qkernels: these Linear-like layers stay float: {name_list(summary.left_float)}", stacklevel=3)
+    model._qkernels_summary = summary  # noqa: SLF001 (read by tests and the main job)
     return model
 
 
-def quantize_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), filter_fn: Callable | None = None
-              ) -> nn.Module:
-    """Replace (in place) every nn.Linear (subclasses included) for which filter_fn(module, fqn) is
-    True by a QuantLinear; returns the model.
+def quantize_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), filter_fn: Callable | None = None,
+              progress: bool | None = None) -> nn.Module:
+    """Replace (in place) every nn.Linear (subclasses included) and transformers Conv1D for which
+    filter_fn(module, fqn) is True by a QuantLinear; returns the model.
 
     config: a QuantConfig for every selected layer, or a dict {fully qualified name: QuantConfig or
     None} (None or absent = keep float). Every layer is checked before any is replaced (all or
     nothing); a module used at several places becomes one QuantLinear used at all of them.
-    nn.MultiheadAttention's out_proj is left alone (its parent reads .weight, never calls it).
+    A layer whose weight is tied to another module's (a tied lm_head) stays float unless a dict
+    names it, as transformers does; nn.MultiheadAttention's out_proj is left alone (its parent reads
+    .weight, never calls it); both are listed in a warning. progress: a tqdm bar and a printed
+    summary (None: from PROGRESS_MIN_LAYERS layers on); the summary (layers by kind, bytes before
+    and after, time) is logged to the "qkernels" logger and kept as model._qkernels_summary.
     """
-    return _convert(model, config, QuantConfig, filter_fn)
+    return _convert(model, config, QuantConfig, filter_fn, progress)
 
 
-def sparsify_(model: nn.Module, config: SparseConfig | dict = SparseConfig(), filter_fn: Callable | None = None
-              ) -> nn.Module:
+def sparsify_(model: nn.Module, config: SparseConfig | dict = SparseConfig(), filter_fn: Callable | None = None,
+              progress: bool | None = None) -> nn.Module:
     """Replace (in place) every selected nn.Linear by a 2:4 SparseLinear; as quantize_ (a SparseConfig
     or a dict {name: SparseConfig or None}, all or nothing, shared modules stay shared)."""
-    return _convert(model, config, SparseConfig, filter_fn)
+    return _convert(model, config, SparseConfig, filter_fn, progress)

@@ -17,7 +17,7 @@ ALLOWED = {
     "ops": {"_ext", "backend", "formats", "reference", "triton_kernels"},
     "nn": {"ops", "formats", "backend", "_ext"},          # production code never calls the reference
     "quantize": {"nn", "ops", "formats"},
-    "files": {"nn"},
+    "files": {"nn", "quantize"},
 }
 
 

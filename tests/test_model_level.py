@@ -47,7 +47,8 @@ def test_linear_subclasses_are_converted():
 def test_multihead_attention_out_proj_is_left_alone():
     model = nn.Sequential(nn.Linear(16, 16))
     model.attn = nn.MultiheadAttention(16, 2, batch_first=True)
-    qkernels.quantize_(model)
+    with pytest.warns(UserWarning, match="attn.out_proj"):
+        qkernels.quantize_(model)
     assert isinstance(model[0], QuantLinear)
     assert type(model.attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
     x = torch.randn(2, 5, 16)
@@ -149,3 +150,75 @@ def test_use_backend_is_per_thread():
         t.join()
     assert seen["backend"] == "native" and qkernels.current_backend() == "native"
     q(torch.randn(2, 32))
+
+
+# ---- real models: transformers Conv1D, tied lm_head, warnings, progress and summary ------------------
+def _gpt2():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32,
+                                  bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def test_gpt2_conv1d_layers_are_converted_and_the_tied_lm_head_stays_float():
+    model = _gpt2()
+    ids = torch.randint(0, 100, (1, 8))
+    with torch.no_grad():
+        want = model(ids).logits
+    before = model.get_memory_footprint()
+    attn = model.transformer.h[0].attn.c_attn
+    w_t = attn.weight.detach().t().clone()
+    with pytest.warns(UserWarning, match=r"stay float: lm_head \(tied to transformer.wte.weight\)"):
+        qkernels.quantize_(model, QuantConfig(8, None))
+    q = model.transformer.h[0].attn.c_attn
+    assert isinstance(q, QuantLinear) and (q.in_features, q.out_features) == (64, 192)
+    ref = QuantLinear.from_float(_linear_from(w_t, attn.bias), 8, None)
+    assert torch.equal(q.dequantize(), ref.dequantize())
+    assert type(model.lm_head) is nn.Linear and model.lm_head.weight is model.transformer.wte.weight
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, want, rtol=0, atol=0.05)
+    summary = model._qkernels_summary
+    assert summary.kinds == {"W8A16": 8} and summary.bytes_after < summary.bytes_before / 3
+    # the packed weights are buffers, so transformers' footprint sees them: int8 is ~1/4 of fp32
+    per_layer_float = sum(p.numel() for n, p in _gpt2().named_parameters() if ".h." in n and p.dim() == 2) * 4
+    assert before - model.get_memory_footprint() > 0.7 * per_layer_float
+
+
+def _linear_from(w, b):
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin
+
+
+def test_a_dict_naming_the_tied_lm_head_converts_it():
+    model = _gpt2()
+    qkernels.quantize_(model, {"lm_head": QuantConfig(8, None)})
+    assert isinstance(model.lm_head, QuantLinear)
+    assert type(model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"  # not in the dict: stays float
+
+
+def test_multihead_out_proj_is_named_in_the_warning():
+    model = nn.Sequential(nn.Linear(16, 16))
+    model.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+    with pytest.warns(UserWarning, match=r"attn.out_proj \(NonDynamicallyQuantizableLinear: not convertible\)"):
+        qkernels.quantize_(model)
+
+
+def test_progress_bar_and_summary(capsys, caplog):
+    model = nn.Sequential(*[nn.Linear(32, 32) for _ in range(qkernels.quantize.PROGRESS_MIN_LAYERS)])
+    with caplog.at_level("INFO", logger="qkernels"):
+        qkernels.quantize_(model, QuantConfig(4, 8, 16))
+    err = capsys.readouterr().err
+    assert "qkernels.quantize_" in err and "16/16" in err  # the tqdm bar
+    assert "converted 16 W4A8" in err and "MiB" in err
+    assert any("converted 16 W4A8" in r.getMessage() for r in caplog.records)
+    s = model._qkernels_summary
+    assert s.bytes_before == 16 * (32 * 32 + 32) * 4 and 0 < s.bytes_after < s.bytes_before / 2
+    small = nn.Sequential(nn.Linear(8, 8))
+    qkernels.quantize_(small)
+    assert "qkernels" not in capsys.readouterr().err  # below the threshold: quiet
+    qkernels.sparsify_(nn.Sequential(nn.Linear(8, 8)), progress=True)
+    assert "converted 1 2:4" in capsys.readouterr().err
