@@ -11,9 +11,10 @@ from .backend import current_backend, use_backend
 from .nn import QuantLinear, SparseLinear
 from .quantize import QuantConfig, SparseConfig, quantize_, sparsify_
 from .files import load_quantized, save_quantized
+from . import hf  # noqa: E402  (registers the "qkernels" quantization method with transformers)
 from .formats import prune_24
 
 __version__ = "0.1.0"
 __all__ = ["QuantConfig", "QuantLinear", "SparseConfig", "SparseLinear", "cpu_info", "cpu_isa", "current_backend",
-           "detected_cpu_isa", "load_quantized", "ops", "prune_24", "quantize_", "reference", "save_quantized", "set_cpu_isa", "sparsify_",
+           "detected_cpu_isa", "hf", "load_quantized", "ops", "prune_24", "quantize_", "reference", "save_quantized", "set_cpu_isa", "sparsify_",
            "supported_cpu_paths", "use_backend"]

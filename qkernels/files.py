@@ -60,7 +60,7 @@ def module_config(m: PackedLinear) -> dict:
     return entry
 
 
-def _build(fqn: str, entry: dict, device) -> PackedLinear:
+def build_module(fqn: str, entry: dict, device) -> PackedLinear:
     """An empty module of the entry's kind and configuration (ValueError naming the module)."""
     try:
         kind = KINDS[entry["kind"]]
@@ -74,7 +74,7 @@ def _build(fqn: str, entry: dict, device) -> PackedLinear:
         raise ValueError(f"{CONFIG_NAME}: module {fqn!r} has an invalid entry {entry}: {e}") from e
 
 
-def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
     """Put `new` at fqn and at every other name of the module that is there now (shared modules)."""
     old = model.get_submodule(fqn)
     for name, m in list(model.named_modules(remove_duplicate=False)):
@@ -83,7 +83,7 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
             setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _target(model: nn.Module, fqn: str, in_features: int, out_features: int) -> nn.Module:
+def check_target(model: nn.Module, fqn: str, in_features: int, out_features: int) -> nn.Module:
     """The model's module at fqn, which must be Linear-like with this shape (ValueError otherwise)."""
     try:
         m = model.get_submodule(fqn)
@@ -255,7 +255,7 @@ def load_quantized(model: nn.Module, directory: str) -> nn.Module:
         aliases, imported, cast = _install_qkernels_modules(model, cfg), set(), False
     else:
         aliases, imported, cast = {}, _install_int4_import(model, kind, cfg, files), True
-    _load_tensors(model, files, aliases, cast, imported)
+    load_tensors(model, files, aliases, cast, imported)
     _rebuild_missing_buffers(model)
     if hasattr(model, "tie_weights") and callable(model.tie_weights) and not aliases:
         with contextlib.suppress(Exception):
@@ -276,9 +276,9 @@ def _install_qkernels_modules(model: nn.Module, cfg: dict) -> dict:
     for fqn, entry in modules.items():
         if not isinstance(entry, dict) or "in_features" not in entry or "out_features" not in entry:
             raise ValueError(f"{CONFIG_NAME}: module {fqn!r} has an invalid entry {entry!r}")
-        _target(model, fqn, entry["in_features"], entry["out_features"])
+        check_target(model, fqn, entry["in_features"], entry["out_features"])
     for fqn, entry in modules.items():  # every check first: nothing is replaced on an error
-        _replace(model, fqn, _build(fqn, entry, "meta"))
+        replace_module(model, fqn, build_module(fqn, entry, "meta"))
     return dict(cfg.get("aliases") or {})
 
 
@@ -290,12 +290,17 @@ def _owner(model: nn.Module, key: str):
         return None, prefix, attr
 
 
-def _expected_keys(model: nn.Module, loaded: set) -> set:
+def _under(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _expected_keys(model: nn.Module, loaded: set, only: set | None = None) -> set:
     """The state_dict keys of `model` (every name of a shared module), without computing a tensor;
-    modules in `loaded` (and below) are complete already and expect nothing."""
+    modules in `loaded` (and below) are complete already and expect nothing; `only`: just these
+    modules' own keys."""
     keys = set()
     for name, m in model.named_modules(remove_duplicate=False):
-        if any(name == p or name.startswith(p + ".") for p in loaded):
+        if _under(name, loaded) or (only is not None and name not in only):
             continue
         prefix = name + "." if name else ""
         keys.update(prefix + k for k, v in m._parameters.items() if v is not None)
@@ -306,9 +311,13 @@ def _expected_keys(model: nn.Module, loaded: set) -> set:
     return keys
 
 
-def _load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: bool, loaded: set) -> None:
-    """Every tensor of the files into the model, one module at a time, assigning (no float copy)."""
-    expected = _expected_keys(model, loaded)
+def load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: bool, loaded: set = frozenset(),
+                 only: set | None = None) -> None:
+    """Every tensor of the files into the model (`only`: into these modules, from their own keys),
+    one module at a time, assigning (no float copy); ValueError naming what does not match."""
+    expected = _expected_keys(model, loaded, only)
+    if only is not None:
+        files.where = {k: v for k, v in files.where.items() if k.rpartition(".")[0] in only}
     stored = set(files.keys())
     missing = sorted(k for k in expected - stored if k not in aliases)
     unexpected = sorted(stored - expected)
@@ -439,7 +448,7 @@ def _install_int4_import(model: nn.Module, kind: str, cfg: dict, files: TensorFi
             K, N = qweight.shape[0] * 8, qweight.shape[1]
         else:
             K, N = qweight.shape[0], qweight.shape[1] * 8
-        _target(model, fqn, K, N)
+        check_target(model, fqn, K, N)
         bias = files.get(f"{fqn}.bias") if f"{fqn}.bias" in files else None
         try:
             if kind == "gptq":
@@ -451,7 +460,7 @@ def _install_int4_import(model: nn.Module, kind: str, cfg: dict, files: TensorFi
             raise ValueError(f"module {fqn!r}: {e}") from e
         built[fqn] = q
     for fqn, q in built.items():
-        _replace(model, fqn, q)
+        replace_module(model, fqn, q)
     # the imported modules' own tensors are loaded already: drop them from what is left to read
     skip = {f"{fqn}.{n}" for fqn in built for n in ("qweight", "qzeros", "scales", "g_idx", "bias")}
     files.where = {k: v for k, v in files.where.items() if k not in skip}

@@ -18,6 +18,7 @@ ALLOWED = {
     "nn": {"ops", "formats", "backend", "_ext"},          # production code never calls the reference
     "quantize": {"nn", "ops", "formats"},
     "files": {"nn", "quantize"},
+    "hf": {"files", "nn", "quantize"},
 }
 
 
