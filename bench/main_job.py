@@ -6,7 +6,11 @@ with qkernels.quantize_ (W8A8, W8A16, and int4 group 128: W4A16, W4A8) and qkern
   (a) logits SQNR vs the FP32 model (2:4 also vs the 2:4-pruned FP32 model), and parity of the
       native kernels with qkernels.reference,
   (b) greedy decode tokens/s (batch 1, KV cache) for FP32 and each variant,
-  (c) the kernel table from bench/bench_kernels.py for one shape.
+  (c) real weights and model files (bench/real_models.py): all-MiniLM-L6-v2 quantized five ways
+      (embedding cosine vs float on real sentences, encode speed, save_quantized + load_quantized in
+      a fresh process), a GPTQ checkpoint of the Llama-shaped model loaded and run, the peak memory
+      of load_quantized, and QuantLinear.from_float speed for a 4096x11008 int4 layer,
+  (d) the kernel table from bench/bench_kernels.py for one shape.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_kernels  # noqa: E402
+import real_models  # noqa: E402
 
 import qkernels  # noqa: E402
 from qkernels import QuantConfig, SparseConfig  # noqa: E402
@@ -34,8 +39,8 @@ VARIANTS = {"W8A8": QuantConfig(weight_bits=8, act_bits=8), "W8A16": QuantConfig
 def convert(model, cfg):
     model = copy.deepcopy(model)
     if isinstance(cfg, SparseConfig):
-        return qkernels.sparsify_(model, cfg)
-    return qkernels.quantize_(model, cfg)
+        return qkernels.sparsify_(model, cfg, progress=False)
+    return qkernels.quantize_(model, cfg, progress=False)
 
 
 def pruned_copy(model):
@@ -119,6 +124,12 @@ def main(argv=None):
     for name, sq, sqp, parity, tps in rows:
         print(f"{name:<8} {('-' if sq is None else f'{sq:.1f} dB'):>20} {('-' if sqp is None else f'{sqp:.1f} dB'):>15} "
               f"{(parity or '-'):>22} {tps:>13.1f} {tps / base:>7.2f}x")
+
+    real_models.gptq_report(model, eval_ids, prompt, a.new_tokens, decode_tokens_per_s, sqnr_db)
+    real_models.load_memory_report(model)
+    print()
+    real_models.from_float_report()
+    real_models.minilm_report()
 
     if not a.skip_bench:
         print(f"\n# kernel tables, {a.bench_shape}")

