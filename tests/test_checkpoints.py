@@ -130,3 +130,17 @@ def test_awq_interleaved_nibble_order():
     assert [(word >> (4 * j)) & 0xF for j in range(8)] == [int(q[c, 3]) for c in formats.AWQ_ORDER]
     qa, _, _, _ = formats.awq_to_int4(qweight, qzeros, scales.float())
     assert torch.equal(qa, q.to(torch.int8))
+
+
+def test_gptq_and_awq_layers_of_other_bits_are_named():
+    """An 8-bit GPTQ layer (qweight [K/4, N]) is recognised by its g_idx, not reported as a shape error."""
+    K, N = 64, 16
+    qweight8 = torch.zeros(K // 4, N, dtype=torch.int32)
+    qzeros = torch.zeros(2, N // 4, dtype=torch.int32)
+    scales = torch.ones(2, N, dtype=torch.float16)
+    with pytest.raises(NotImplementedError, match="bits=8"):
+        QuantLinear.from_gptq(qweight8, qzeros, scales, torch.arange(K) // 32)
+    with pytest.raises(NotImplementedError, match="bits=3"):
+        QuantLinear.from_gptq(torch.zeros(K // 8, N, dtype=torch.int32), qzeros, scales, bits=3)
+    with pytest.raises(NotImplementedError, match="bits=8"):
+        QuantLinear.from_awq(torch.zeros(K, N // 8, dtype=torch.int32), qzeros, scales, bits=8)

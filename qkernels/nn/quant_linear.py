@@ -173,17 +173,27 @@ class QuantLinear(PackedLinear):
     @classmethod
     def from_gptq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                   g_idx: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                  act_bits: int | None = None, legacy_zero_offset: bool = True) -> "QuantLinear":
+                  act_bits: int | None = None, legacy_zero_offset: bool = True, bits: int = 4) -> "QuantLinear":
         """A 4-bit GPTQ layer (qweight int32 [K/8, N], qzeros int32 [G, N/8], scales [G, N], optional
         g_idx [K], act-order included); legacy_zero_offset=False for the "gptq_v2" format.
-        Layouts and the exact conversion: qkernels.formats.checkpoints."""
+        Layouts and the exact conversion: qkernels.formats.checkpoints. bits other than 4 (given,
+        or seen in g_idx's length: K = 32 / bits * qweight.shape[0]) are a NotImplementedError."""
+        rows = qweight.shape[0] if isinstance(qweight, torch.Tensor) and qweight.dim() == 2 else None
+        if bits == 4 and g_idx is not None and rows and hasattr(g_idx, "__len__") and len(g_idx) != 8 * rows:
+            seen = {32 * rows // b: b for b in (2, 3, 8) if 32 * rows % b == 0}.get(len(g_idx))
+            bits = seen or bits
+        if bits != 4:
+            raise NotImplementedError(f"GPTQ layer with bits={bits}: qkernels imports 4-bit GPTQ only")
         q, scale, zp, gs, perm = formats.gptq_to_int4(qweight, qzeros, scales, g_idx, legacy_zero_offset)
         return cls.from_int4(q, scale, zp, gs, bias, act_bits, input_perm=perm)
 
     @classmethod
     def from_awq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-                 bias: torch.Tensor | None = None, act_bits: int | None = None) -> "QuantLinear":
-        """A 4-bit AWQ (GEMM format) layer: qweight int32 [K, N/8], qzeros int32 [G, N/8], scales [G, N]."""
+                 bias: torch.Tensor | None = None, act_bits: int | None = None, bits: int = 4) -> "QuantLinear":
+        """A 4-bit AWQ (GEMM format) layer: qweight int32 [K, N/8], qzeros int32 [G, N/8], scales [G, N];
+        bits other than 4: NotImplementedError."""
+        if bits != 4:
+            raise NotImplementedError(f"AWQ layer with bits={bits}: qkernels imports 4-bit AWQ only")
         q, scale, zp, gs = formats.awq_to_int4(qweight, qzeros, scales)
         return cls.from_int4(q, scale, zp, gs, bias, act_bits)
 
