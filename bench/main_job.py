@@ -130,6 +130,7 @@ def main(argv=None):
     print()
     real_models.from_float_report()
     real_models.minilm_report()
+    real_models.accuracy_report()
 
     if not a.skip_bench:
         print(f"\n# kernel tables, {a.bench_shape}")

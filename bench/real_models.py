@@ -136,6 +136,70 @@ def minilm_report(n_eval=256):
         raise SystemExit("load_quantized changed the MiniLM embeddings")
 
 
+EVERYDAY = [  # held-out text that is not Python documentation: everyday English and some Chinese
+    "The train to the coast leaves at seven, so we should pack the car tonight.",
+    "My grandmother grows tomatoes, beans and far too many zucchini every summer.",
+    "Could you pick up some bread and a carton of milk on your way home?",
+    "The museum is closed on Mondays, but the garden stays open until sunset.",
+    "He forgot his umbrella and arrived at the interview soaked to the skin.",
+    "Our team finally won the match after trailing for most of the second half.",
+    "She reads a chapter of a novel every night before turning off the light.",
+    "The recipe calls for two eggs, a cup of flour and a pinch of salt.",
+    "今天天气很好，我们去公园散步吧。",
+    "这家餐厅的面条非常好吃，价格也很便宜。",
+    "他每天早上六点起床，然后去跑步。",
+    "请问去火车站怎么走？",
+]
+
+
+def minilm_eval_sets():
+    """(calibration sentences, held-out sentences): calibration from the first pydoc_data.topics
+    topics, evaluation from later topics plus everyday English and Chinese."""
+    return english_sentences(64), english_sentences(192, skip=64) + EVERYDAY
+
+
+def accuracy_rows(model, tok, configs, calib, held_out):
+    """[(name, worst cos, mean (1 - cos), seconds)] for each (name, QuantConfig) on MiniLM."""
+    ref = embed(model, tok, held_out)
+    batches = [dict(tok([s], return_tensors="pt")) for s in calib]
+    rows = []
+    for name, cfg in configs:
+        qm = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        qkernels.quantize_(qm, cfg, progress=False, calibration_data=batches if cfg.calibrates else None)
+        seconds = time.perf_counter() - t0
+        cos = (embed(qm, tok, held_out) * ref).sum(-1)
+        rows.append((name, cos.min().item(), (1 - cos).mean().item(), seconds))
+    return rows
+
+
+ACCURACY_CONFIGS = [
+    ("RTN W4A16 g128", QuantConfig(4, None, 128)),
+    ("GPTQ W4A16 g128", QuantConfig(4, None, 128, method="gptq")),
+    ("GPTQ W4A16 g128 act-order", QuantConfig(4, None, 128, method="gptq", act_order=True)),
+    ("RTN W4A8 g128", QuantConfig(4, 8, 128)),
+    ("GPTQ W4A8 g128", QuantConfig(4, 8, 128, method="gptq")),
+    ("RTN W8A8", QuantConfig(8, 8)),
+    ("GPTQ W8A8", QuantConfig(8, 8, method="gptq")),
+    ("RTN W8A16", QuantConfig(8, None)),
+]
+
+
+def accuracy_report():
+    src = minilm_dir()
+    if src is None:
+        return
+    from transformers import AutoModel, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModel.from_pretrained(src).eval()
+    calib, held_out = minilm_eval_sets()
+    print(f"\n# all-MiniLM-L6-v2 accuracy: calibrated on {len(calib)} pydoc_data.topics sentences, evaluated on "
+          f"{len(held_out)} others (later topics, everyday English, Chinese); cosine with the float embedding")
+    print(f"{'method / config':<28} {'worst cos':>9} {'mean 1-cos':>11} {'calib s':>8}")
+    for name, worst, mean, sec in accuracy_rows(model, tok, ACCURACY_CONFIGS, calib, held_out):
+        print(f"{name:<28} {worst:>9.4f} {mean:>11.5f} {sec:>8.1f}")
+
+
 def write_gptq_dir(model, path, group_size=128):
     """A GPTQ (gptq_v2, asym, sharded) checkpoint of `model`'s linear layers (not lm_head), from
     qkernels' int4 quantization; the other tensors in fp16 as GPTQ checkpoints hold them."""

@@ -294,11 +294,12 @@ def _under(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _expected_keys(model: nn.Module, loaded: set, only: set | None = None) -> set:
-    """The state_dict keys of `model` (every name of a shared module), without computing a tensor;
-    modules in `loaded` (and below) are complete already and expect nothing; `only`: just these
-    modules' own keys."""
-    keys = set()
+def _expected_keys(model: nn.Module, loaded: set, only: set | None = None) -> tuple[set, set]:
+    """(required, optional) state_dict keys of `model` (every name of a shared module), without
+    computing a tensor; modules in `loaded` (and below) are complete already and expect nothing;
+    `only`: just these modules' own keys. Optional: a packed module's OPTIONAL_WEIGHT_KEYS
+    (input_perm of an act-order layer)."""
+    keys, optional = set(), set()
     for name, m in model.named_modules(remove_duplicate=False):
         if _under(name, loaded) or (only is not None and name not in only):
             continue
@@ -308,19 +309,20 @@ def _expected_keys(model: nn.Module, loaded: set, only: set | None = None) -> se
                     if v is not None and k not in m._non_persistent_buffers_set)
         if isinstance(m, PackedLinear):
             keys.update(prefix + k for k in m._weight_keys())
-    return keys
+            optional.update(prefix + k for k in m.OPTIONAL_WEIGHT_KEYS)
+    return keys - optional, optional
 
 
 def load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: bool, loaded: set = frozenset(),
                  only: set | None = None) -> None:
     """Every tensor of the files into the model (`only`: into these modules, from their own keys),
     one module at a time, assigning (no float copy); ValueError naming what does not match."""
-    expected = _expected_keys(model, loaded, only)
+    expected, optional = _expected_keys(model, loaded, only)
     if only is not None:
         files.where = {k: v for k, v in files.where.items() if k.rpartition(".")[0] in only}
     stored = set(files.keys())
     missing = sorted(k for k in expected - stored if k not in aliases)
-    unexpected = sorted(stored - expected)
+    unexpected = sorted(stored - expected - optional)
     bad_alias = sorted(k for k, v in aliases.items() if v not in stored or k not in expected)
     problems = []
     if missing:

@@ -20,16 +20,63 @@ log = logging.getLogger("qkernels")
 PROGRESS_MIN_LAYERS = 16  # quantize_ shows a progress bar from this many layers on (progress=None)
 
 
+METHODS = ("rtn", "gptq", "awq")
+ACT_SCALES = ("dynamic", "static")
+OBSERVERS = ("minmax", "percentile", "mse", "kl")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
-    """How quantize_ converts a layer (QuantLinear.from_float's arguments); checked when built."""
+    """How quantize_ converts a layer; checked when built (ValueError for an invalid value).
+
+    weight_bits, act_bits, group_size, symmetric: QuantLinear.from_float's arguments.
+    method: "rtn" (round to nearest, with the int4 clipping search) or "gptq" (needs
+    calibration_data; qkernels.calibration); act_order (GPTQ, grouped int4): process columns in
+    decreasing Hessian diagonal, kept as the layer's input_perm. act_scale / observer /
+    smooth_alpha and method "awq" are part of the API and checked, but not implemented in this
+    version: NotImplementedError naming them.
+    """
     weight_bits: int = 8
     act_bits: Optional[int] = 8
     group_size: Optional[int] = None
     symmetric: bool = True
+    method: str = "rtn"
+    act_scale: str = "dynamic"
+    observer: str = "minmax"
+    smooth_alpha: Optional[float] = None
+    act_order: bool = False
 
     def __post_init__(self):
         check_config(self.weight_bits, self.act_bits, self.group_size, self.symmetric)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.act_scale not in ACT_SCALES:
+            raise ValueError(f"act_scale must be one of {ACT_SCALES}, got {self.act_scale!r}")
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {OBSERVERS}, got {self.observer!r}")
+        if self.smooth_alpha is not None and (isinstance(self.smooth_alpha, bool) or not isinstance(
+                self.smooth_alpha, (int, float)) or not 0.0 < self.smooth_alpha <= 1.0):
+            raise ValueError(f"smooth_alpha must be None or a number in (0, 1], got {self.smooth_alpha!r}")
+        if (self.act_scale == "static" or self.smooth_alpha is not None) and self.act_bits != 8:
+            raise ValueError(f"act_scale='static' and smooth_alpha need act_bits=8, got act_bits={self.act_bits!r}")
+        if not isinstance(self.act_order, bool):
+            raise TypeError(f"act_order must be a bool, got {type(self.act_order).__name__}")
+        if self.act_order and (self.method != "gptq" or self.group_size is None or self.weight_bits != 4):
+            raise ValueError("act_order applies to method='gptq' with grouped int4 weights (weight_bits=4, "
+                             f"group_size set); got method={self.method!r}, weight_bits={self.weight_bits}, "
+                             f"group_size={self.group_size}")
+        missing = [text for text, unimplemented in (("method='awq'", self.method == "awq"),
+                                                    ("act_scale='static'", self.act_scale == "static"),
+                                                    (f"smooth_alpha={self.smooth_alpha}", self.smooth_alpha is not None))
+                   if unimplemented]
+        if missing:
+            raise NotImplementedError(f"{', '.join(missing)}: not implemented in this qkernels version "
+                                      "(method 'rtn' and 'gptq' with dynamic activations are)")
+
+    @property
+    def calibrates(self) -> bool:
+        """True when converting needs calibration data (method 'gptq')."""
+        return self.method == "gptq"
 
     def check_layer(self, linear: nn.Linear) -> None:
         """ValueError if a QuantLinear of this configuration cannot be built for `linear`'s shape."""
@@ -198,10 +245,14 @@ def _kind(new: nn.Module) -> str:
     return "2:4 int8" if new.weight_bits == 8 else "2:4"
 
 
-def _convert(model: nn.Module, config, config_type, filter_fn, progress) -> nn.Module:
+def _convert(model: nn.Module, config, config_type, filter_fn, progress, calibration_data=None) -> nn.Module:
     start = time.perf_counter()
     plan, left_tied = _plan(model, config, config_type, filter_fn)
     _check(plan)
+    batches = None
+    if any(getattr(cfg, "calibrates", False) for _, cfg, _ in plan):
+        from . import calibration
+        batches = calibration.check_batches(model, calibration_data)  # ValueError before any change
     in_plan = {id(m) for m, _, _ in plan}
     selected = {fqn for m, _, fqns in plan for fqn in fqns}
     left = [f"{fqn} ({type(m).__name__}: not convertible)" for fqn, m in model.named_modules()
@@ -220,7 +271,10 @@ def _convert(model: nn.Module, config, config_type, filter_fn, progress) -> nn.M
     while plan:
         m, cfg, fqns = plan.pop(0)
         summary.bytes_before += _tensor_bytes(m)
-        new = cfg.convert(as_linear(m))
+        if getattr(cfg, "calibrates", False):  # on the inputs it sees with the layers before it converted
+            new = calibration.gptq_layer(model, as_linear(m), cfg, batches)
+        else:
+            new = cfg.convert(as_linear(m))
         summary.bytes_after += _tensor_bytes(new)
         summary.kinds[_kind(new)] = summary.kinds.get(_kind(new), 0) + 1
         for fqn in fqns:  # a module used at several places is replaced everywhere by one new module
@@ -242,7 +296,7 @@ def _convert(model: nn.Module, config, config_type, filter_fn, progress) -> nn.M
 
 
 def quantize_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), filter_fn: Callable | None = None,
-              progress: bool | None = None) -> nn.Module:
+              progress: bool | None = None, calibration_data=None) -> nn.Module:
     """Replace (in place) every nn.Linear (subclasses included) and transformers Conv1D for which
     filter_fn(module, fqn) is True by a QuantLinear; returns the model.
 
@@ -254,8 +308,14 @@ def quantize_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), filt
     .weight, never calls it); both are listed in a warning. progress: a tqdm bar and a printed
     summary (None: from PROGRESS_MIN_LAYERS layers on); the summary (layers by kind, bytes before
     and after, time) is logged to the "qkernels" logger and kept as model._qkernels_summary.
+
+    calibration_data: an iterable of model inputs (a tensor, a tuple of positional args or a dict
+    of kwargs per batch), required when a config calibrates (method "gptq"): the first batch is
+    run through the model before anything changes (ValueError if it cannot take it); layers are
+    then converted in model order, each calibrated on the inputs it receives with the layers before
+    it already quantized.
     """
-    return _convert(model, config, QuantConfig, filter_fn, progress)
+    return _convert(model, config, QuantConfig, filter_fn, progress, calibration_data)
 
 
 def sparsify_(model: nn.Module, config: SparseConfig | dict = SparseConfig(), filter_fn: Callable | None = None,

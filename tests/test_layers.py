@@ -16,7 +16,8 @@ ALLOWED = {
     "backend": set(),
     "ops": {"_ext", "backend", "formats", "reference", "triton_kernels"},
     "nn": {"ops", "formats", "backend", "_ext"},          # production code never calls the reference
-    "quantize": {"nn", "ops", "formats"},
+    "quantize": {"nn", "ops", "formats", "calibration"},
+    "calibration": {"nn", "ops"},
     "files": {"nn", "quantize"},
     "hf": {"files", "nn", "quantize"},
 }

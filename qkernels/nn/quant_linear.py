@@ -171,6 +171,30 @@ class QuantLinear(PackedLinear):
         return m
 
     @classmethod
+    def from_int8(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
+                  act_bits: int | None = 8) -> "QuantLinear":
+        """An int8 QuantLinear from quantized values (e.g. GPTQ): q integer [N, K] in [-127, 127],
+        scale float [N] (w = q * scale), optional bias [N]. Values are checked before conversion."""
+        if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.dtype.is_floating_point or q.dtype == torch.bool:
+            raise TypeError(f"q must be a 2-D integer tensor [out_features, in_features], got "
+                            f"{getattr(q, 'dtype', type(q).__name__)} {tuple(getattr(q, 'shape', ()))}")
+        N, K = q.shape
+        expect_range("q", q, -127, 127)
+        if not isinstance(scale, torch.Tensor) or tuple(scale.shape) != (N,) or not scale.dtype.is_floating_point:
+            raise ValueError(f"scale must be a float tensor of shape ({N},), got "
+                             f"{getattr(scale, 'dtype', type(scale).__name__)} {tuple(getattr(scale, 'shape', ()))}")
+        expect_finite("scale", scale)
+        m = cls(K, N, bias is not None, 8, act_bits, None, True, device=q.device)
+        with torch.no_grad():
+            m.weight_scale.copy_(scale.float())
+            if bias is not None:
+                if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,):
+                    raise ValueError(f"bias must have shape ({N},), got {tuple(getattr(bias, 'shape', ()))}")
+                m.bias.copy_(expect_finite("bias", bias.detach()).float())
+        m._set_weight(q.to(torch.int8))
+        return m
+
+    @classmethod
     def from_gptq(cls, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                   g_idx: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                   act_bits: int | None = None, legacy_zero_offset: bool = True, bits: int = 4) -> "QuantLinear":
