@@ -185,6 +185,54 @@ ACCURACY_CONFIGS = [
 ]
 
 
+def _pooled(model, enc):
+    h = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp_min(1e-9), dim=-1)
+
+
+def qat_rows(model, tok, cfg, calib, held_out, steps=32, batch=16, lr=1e-5):
+    """QAT: prepare_qat_, `steps` Adam steps on the calibration sentences distilling the float
+    model (1 - cos of the embeddings plus distillation_loss on the in-batch similarity logits),
+    convert_qat_; returns (worst cos, mean 1-cos, seconds) on the held-out sentences."""
+    ref = embed(model, tok, held_out)
+    student = qkernels.prepare_qat_(copy.deepcopy(model).eval(), cfg)  # no dropout: the target is exact
+    opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randperm(len(calib), generator=g)[:batch].tolist()
+        enc = tok([calib[i] for i in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        with torch.no_grad():
+            t = _pooled(model, enc)
+        s = _pooled(student, enc)
+        loss = (1 - (s * t).sum(-1)).mean() + qkernels.distillation_loss(20 * s @ s.T, 20 * t @ t.T)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    qkernels.convert_qat_(student.eval())
+    seconds = time.perf_counter() - t0
+    cos = (embed(student, tok, held_out) * ref).sum(-1)
+    return cos.min().item(), (1 - cos).mean().item(), seconds
+
+
+def mixed_row(model, tok, method, calib, held_out, budget=4.5):
+    """plan_mixed_precision over {W4A16 g128, W8A16} (both with `method`) at <= budget bits, then
+    quantize_ with the plan: (worst cos, mean 1-cos, seconds, the plan's average bits)."""
+    ref = embed(model, tok, held_out)
+    batches = [dict(tok([s], return_tensors="pt")) for s in calib]
+    cands = [QuantConfig(4, None, 128, method=method), QuantConfig(8, None, method=method)]
+    t0 = time.perf_counter()
+    plan = qkernels.plan_mixed_precision(model, batches[:16], cands, budget)
+    qm = qkernels.quantize_(copy.deepcopy(model), plan, progress=False,
+                            calibration_data=batches if method != "rtn" else None)
+    seconds = time.perf_counter() - t0
+    sizes = {n: model.get_submodule(n).weight.numel() for n in plan}
+    bits = sum(c.weight_bits * sizes[n] for n, c in plan.items()) / sum(sizes.values())
+    cos = (embed(qm, tok, held_out) * ref).sum(-1)
+    return cos.min().item(), (1 - cos).mean().item(), seconds, bits
+
+
 def accuracy_report():
     src = minilm_dir()
     if src is None:
@@ -198,6 +246,11 @@ def accuracy_report():
     print(f"{'method / config':<28} {'worst cos':>9} {'mean 1-cos':>11} {'calib s':>8}")
     for name, worst, mean, sec in accuracy_rows(model, tok, ACCURACY_CONFIGS, calib, held_out):
         print(f"{name:<28} {worst:>9.4f} {mean:>11.5f} {sec:>8.1f}")
+    for method in ("rtn", "gptq"):
+        worst, mean, sec, bits = mixed_row(model, tok, method, calib, held_out)
+        print(f"{f'{method.upper()} mixed W4/W8 {bits:.2f} bits':<28} {worst:>9.4f} {mean:>11.5f} {sec:>8.1f}")
+    worst, mean, sec = qat_rows(model.eval(), tok, QuantConfig(4, 8, 128), calib, held_out)
+    print(f"{'QAT W4A8 g128 (32 steps)':<28} {worst:>9.4f} {mean:>11.5f} {sec:>8.1f}")
 
 
 def write_gptq_dir(model, path, group_size=128):

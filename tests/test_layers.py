@@ -18,6 +18,8 @@ ALLOWED = {
     "nn": {"ops", "formats", "backend", "_ext"},          # production code never calls the reference
     "quantize": {"nn", "ops", "formats", "calibration"},
     "calibration": {"nn", "ops"},
+    "qat": {"nn", "ops", "formats", "quantize"},
+    "mixed": {"calibration", "quantize"},
     "files": {"nn", "quantize"},
     "hf": {"files", "nn", "quantize"},
 }
