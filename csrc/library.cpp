@@ -18,8 +18,10 @@ TORCH_LIBRARY(qkernels, m) {
   m.def("unpack_int8(Tensor w_packed, str layout, SymInt N, SymInt K) -> Tensor");
   m.def("w8a8_gemm(Tensor a, Tensor a_scale, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, "
         "SymInt N, ScalarType out_dtype) -> Tensor");
-  m.def("w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
-  m.def("w8a16_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  // input_scale: x * input_scale per input channel (SmoothQuant / AWQ); act_scale: a static per-tensor
+  // int8 activation scale (A8 ops only) instead of each row's amax / 127.
+  m.def("w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N, Tensor? input_scale=None, Tensor? act_scale=None) -> Tensor");
+  m.def("w8a16_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N, Tensor? input_scale=None, Tensor? act_scale=None) -> Tensor");
   m.def("dequantize_int8(Tensor w_packed, str layout, Tensor w_scale, SymInt N, SymInt K) -> Tensor");
   // int4 grouped: W4A8 / W4A16.
   m.def("pack_int4(Tensor qweight, Tensor scale, Tensor? zero_point, SymInt K, SymInt group_size, str layout) "
@@ -28,14 +30,14 @@ TORCH_LIBRARY(qkernels, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("quantize_int4_weight(Tensor w, SymInt group_size, bool symmetric, float[] clip_ratios) "
         "-> (Tensor, Tensor, Tensor)");
-  m.def("w4a8_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
-  m.def("w4a16_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size) -> Tensor");
+  m.def("w4a8_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size, Tensor? input_scale=None, Tensor? act_scale=None) -> Tensor");
+  m.def("w4a16_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, SymInt group_size, Tensor? input_scale=None, Tensor? act_scale=None) -> Tensor");
   m.def("dequantize_int4(Tensor w_packed, str layout, SymInt N, SymInt K, SymInt group_size) -> Tensor");
   // 2:4 sparse: float values, or int8 values with per-token int8 activations.
   m.def("pack_sparse24(Tensor values, Tensor meta, SymInt K, str layout) -> Tensor");
   m.def("unpack_sparse24(Tensor w_packed, str layout, SymInt N, SymInt K, ScalarType dtype) -> (Tensor, Tensor)");
   m.def("s24_linear(Tensor x, Tensor w_packed, str layout, Tensor? bias, SymInt N, ScalarType value_dtype) -> Tensor");
-  m.def("s24_w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N) -> Tensor");
+  m.def("s24_w8a8_linear(Tensor x, Tensor w_packed, str layout, Tensor w_scale, Tensor? bias, SymInt N, Tensor? input_scale=None, Tensor? act_scale=None) -> Tensor");
   m.def("dequantize_sparse24(Tensor w_packed, str layout, Tensor? w_scale, SymInt N, SymInt K, "
         "ScalarType value_dtype) -> Tensor");
 }

@@ -20,7 +20,7 @@ def _data():
     vf, mf = formats.compress_24(torch.randn(70, 67, generator=g))
     v8, m8 = formats.compress_24(w)
     return dict(x=x, w=w, qw=qw, s4=s4, zp=zp, vf=vf, mf=mf, v8=v8, m8=m8, ws=torch.rand(70, generator=g) + 0.1,
-                b=torch.randn(70, generator=g))
+                b=torch.randn(70, generator=g), sm=torch.rand(67, generator=g) + 0.5)
 
 
 def _grad(x):
@@ -41,6 +41,18 @@ CASES = {
     "w8a8_linear": lambda d: (Q.w8a8_linear, (d["x"], Q.pack_int8(d["w"], L_W8A8), L_W8A8, d["ws"], d["b"], 70)),
     "w8a8_linear bf16 grad": lambda d: (Q.w8a8_linear, (_grad(d["x"].bfloat16()), Q.pack_int8(d["w"], L_W8A8), L_W8A8,
                                                         d["ws"], None, 70)),
+    "w8a8_linear smooth static grad": lambda d: (Q.w8a8_linear, (_grad(d["x"]), Q.pack_int8(d["w"], L_W8A8), L_W8A8,
+                                                                 d["ws"], d["b"], 70, d["sm"], torch.tensor([0.5]))),
+    "w8a16_linear smooth grad": lambda d: (Q.w8a16_linear, (_grad(d["x"]), Q.pack_int8(d["w"], L_W8A16), L_W8A16,
+                                                            d["ws"], None, 70, d["sm"])),
+    "w4a8_linear smooth static": lambda d: (Q.w4a8_linear, (d["x"], Q.pack_int4(d["qw"], d["s4"], d["zp"], 67, 32,
+                                                                                L_INT4), L_INT4, None, 70, 32,
+                                                            d["sm"], torch.tensor([0.5]))),
+    "w4a16_linear smooth grad": lambda d: (Q.w4a16_linear, (_grad(d["x"]), Q.pack_int4(d["qw"], d["s4"], None, 67,
+                                                                                       32, L_INT4), L_INT4, None, 70,
+                                                            32, d["sm"])),
+    "s24_w8a8_linear static": lambda d: (Q.s24_w8a8_linear, (d["x"], Q.pack_sparse24(d["v8"], d["m8"], 67, L_S24),
+                                                             L_S24, d["ws"], None, 70, None, torch.tensor([0.5]))),
     "w8a16_linear grad": lambda d: (Q.w8a16_linear, (_grad(d["x"]), Q.pack_int8(d["w"], L_W8A16), L_W8A16, d["ws"],
                                                      d["b"], 70)),
     "w8a16_linear fp16": lambda d: (Q.w8a16_linear, (d["x"].half(), Q.pack_int8(d["w"], L_W8A16), L_W8A16, d["ws"],

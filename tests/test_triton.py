@@ -264,3 +264,25 @@ def test_sparse_linear_on_cuda_and_semi_structured():
         with qkernels.use_backend("reference"):
             yr = m(x)
         torch.testing.assert_close(y.float(), yr.float(), **CLOSE_16BIT)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_cuda_impls_prepare_activations_as_the_reference(static):
+    """input_scale and a static act_scale through the CUDA impls of w8a8_linear / w4a8_linear."""
+    from qkernels.triton_kernels.cuda_impls import IMPLS
+    x = torch.randn(5, 70) * 3
+    smooth = torch.rand(70) + 0.5
+    act = torch.tensor([2.0]) if static else None
+    w = torch.randint(-127, 128, (33, 70), dtype=torch.int8)
+    w_s, b = torch.rand(33) + 0.01, torch.randn(33)
+    dev = lambda t: None if t is None else t.to(DEV)  # noqa: E731
+    y = IMPLS["w8a8_linear"](x.to(DEV), w.to(DEV), "int8_rows", w_s.to(DEV), b.to(DEV), 33, dev(smooth), dev(act))
+    yr = R.w8a8_gemm(*R.quantize_activations(x, smooth, act), w, w_s, b, torch.float32)
+    q, s, zp = _int4(33, 70, 32, False)
+    y4 = IMPLS["w4a8_linear"](x.to(DEV), _blob(q, s, zp, 70, 32), "int4_blob", b.to(DEV), 33, 32, dev(smooth), dev(act))
+    y4r = R.w4a8_gemm(*R.quantize_activations(x, smooth, act), q, s, zp, 32, b, torch.float32)
+    if DEV == "cpu":
+        assert torch.equal(y.cpu(), yr) and torch.equal(y4.cpu(), y4r)
+    else:
+        torch.testing.assert_close(y.cpu(), yr, **GPU_EPILOGUE[torch.float32])
+        torch.testing.assert_close(y4.cpu(), y4r, **GPU_EPILOGUE[torch.float32])

@@ -64,33 +64,40 @@ void save_common(AutogradContext* ctx, const Tensor& x, std::string_view layout,
   ctx->saved_data["layout"] = std::string(layout);
 }
 
-variable_list input_grad(AutogradContext* ctx, const Tensor& grad_y, const Tensor& w, size_t n_args) {
+// dL/dx = (dL/dy @ W) * input_scale (the op computes with x * input_scale; a static act_scale's
+// rounding passes the gradient straight through, as the dynamic one does).
+variable_list input_grad(AutogradContext* ctx, const Tensor& grad_y, const Tensor& w, size_t n_args,
+                         const Tensor& input_scale = Tensor()) {
   variable_list out(n_args);
-  out[0] = at::matmul(grad_y.to(at::kFloat), w).to(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()));
+  Tensor g = at::matmul(grad_y.to(at::kFloat), w);
+  if (input_scale.defined()) g = g * input_scale.to(at::kFloat).unsqueeze(0);
+  out[0] = g.to(static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt()));
   return out;
 }
+
+Tensor defined_or_empty(const std::optional<Tensor>& t) { return t ? *t : Tensor(); }
 
 std::string layout_of(AutogradContext* ctx) { return ctx->saved_data["layout"].toStringRef(); }
 
 using ScaledSig = Tensor(const Tensor&, const Tensor&, std::string_view, const Tensor&, const std::optional<Tensor>&,
-                         c10::SymInt);
+                         c10::SymInt, const std::optional<Tensor>&, const std::optional<Tensor>&);
 using W4Sig = Tensor(const Tensor&, const Tensor&, std::string_view, const std::optional<Tensor>&, c10::SymInt,
-                     c10::SymInt);
+                     c10::SymInt, const std::optional<Tensor>&, const std::optional<Tensor>&);
 using S24Sig = Tensor(const Tensor&, const Tensor&, std::string_view, const std::optional<Tensor>&, c10::SymInt,
                       at::ScalarType);
 
-// w8a8_linear / w8a16_linear / s24_w8a8_linear: (x, w_packed, layout, w_scale, bias, N)
+// w8a8_linear / w8a16_linear / s24_w8a8_linear: (x, w_packed, layout, w_scale, bias, N, input_scale, act_scale)
 template <int Kind>  // 0: W8A8, 1: W8A16, 2: 2:4 int8
 struct ScaledFn : public torch::autograd::Function<ScaledFn<Kind>> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_packed, std::string_view layout,
-                        const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N) {
+                        const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t N, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
     static auto f = op<ScaledSig>(Kind == 0   ? "qkernels::w8a8_linear"
                                   : Kind == 1 ? "qkernels::w8a16_linear"
                                               : "qkernels::s24_w8a8_linear");
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({w_packed, w_scale});
+    ctx->save_for_backward({w_packed, w_scale, defined_or_empty(input_scale)});
     save_common(ctx, x, layout, N);
-    return f.call(x, w_packed, layout, w_scale, bias, N);
+    return f.call(x, w_packed, layout, w_scale, bias, N, input_scale, act_scale);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
@@ -98,26 +105,27 @@ struct ScaledFn : public torch::autograd::Function<ScaledFn<Kind>> {
     const std::string layout = layout_of(ctx);
     const Tensor w = Kind == 2 ? dequantize_sparse24(s[0], layout, s[1], N, K, at::kChar)
                                : dequantize_int8(s[0], layout, s[1], N, K);
-    return input_grad(ctx, grads[0], w, 6);
+    return input_grad(ctx, grads[0], w, 8, s[2]);
   }
 };
 
-// w4a8_linear / w4a16_linear: (x, w_packed, layout, bias, N, group_size)
+// w4a8_linear / w4a16_linear: (x, w_packed, layout, bias, N, group_size, input_scale, act_scale)
 template <bool A8>
 struct W4Fn : public torch::autograd::Function<W4Fn<A8>> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_packed, std::string_view layout,
-                        const std::optional<Tensor>& bias, int64_t N, int64_t group_size) {
+                        const std::optional<Tensor>& bias, int64_t N, int64_t group_size, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
     static auto f = op<W4Sig>(A8 ? "qkernels::w4a8_linear" : "qkernels::w4a16_linear");
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({w_packed});
+    ctx->save_for_backward({w_packed, defined_or_empty(input_scale)});
     ctx->saved_data["group_size"] = group_size;
     save_common(ctx, x, layout, N);
-    return f.call(x, w_packed, layout, bias, N, group_size);
+    return f.call(x, w_packed, layout, bias, N, group_size, input_scale, act_scale);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const Tensor w = dequantize_int4(ctx->get_saved_variables()[0], layout_of(ctx), ctx->saved_data["N"].toInt(),
+    const auto s = ctx->get_saved_variables();
+    const Tensor w = dequantize_int4(s[0], layout_of(ctx), ctx->saved_data["N"].toInt(),
                                      ctx->saved_data["K"].toInt(), ctx->saved_data["group_size"].toInt());
-    return input_grad(ctx, grads[0], w, 6);
+    return input_grad(ctx, grads[0], w, 8, s[1]);
   }
 };
 
@@ -142,14 +150,14 @@ struct S24Fn : public torch::autograd::Function<S24Fn> {
 
 template <int Kind>
 Tensor scaled_autograd(const Tensor& x, const Tensor& w_packed, std::string_view layout, const Tensor& w_scale,
-                       const std::optional<Tensor>& bias, int64_t N) {
-  return ScaledFn<Kind>::apply(x, w_packed, layout, w_scale, bias, N);
+                       const std::optional<Tensor>& bias, int64_t N, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
+  return ScaledFn<Kind>::apply(x, w_packed, layout, w_scale, bias, N, input_scale, act_scale);
 }
 
 template <bool A8>
 Tensor w4_autograd(const Tensor& x, const Tensor& w_packed, std::string_view layout, const std::optional<Tensor>& bias,
-                   int64_t N, int64_t group_size) {
-  return W4Fn<A8>::apply(x, w_packed, layout, bias, N, group_size);
+                   int64_t N, int64_t group_size, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
+  return W4Fn<A8>::apply(x, w_packed, layout, bias, N, group_size, input_scale, act_scale);
 }
 
 Tensor s24_autograd(const Tensor& x, const Tensor& w_packed, std::string_view layout, const std::optional<Tensor>& bias,

@@ -1,6 +1,9 @@
 // Shared argument checks and activation preparation of the CPU op files (see common.h).
 #include "common.h"
 
+#include <cmath>
+#include <limits>
+
 namespace qk_ops {
 
 void check_cpu(const Tensor& t, const char* name) {
@@ -59,7 +62,7 @@ qk::W4Geom w4_geometry(int64_t K, int64_t group_size) {
   return geo;
 }
 
-Tensor float_rows(const Tensor& x_in, int64_t Kp) {
+Tensor float_rows(const Tensor& x_in, int64_t Kp, const float* input_scale) {
   const Tensor x = x_in.contiguous();
   const int64_t M = x.size(0), K = x.size(1);
   const bool bf16 = x.scalar_type() == at::kBFloat16;
@@ -75,6 +78,11 @@ Tensor float_rows(const Tensor& x_in, int64_t Kp) {
           const uint32_t bits = uint32_t(src[k]) << 16;
           std::memcpy(row + k, &bits, 4);
         }
+        if (input_scale)
+          for (int64_t k = 0; k < K; ++k) row[k] *= input_scale[k];
+      } else if (input_scale) {
+        const float* src = static_cast<const float*>(xp) + m * K;
+        for (int64_t k = 0; k < K; ++k) row[k] = src[k] * input_scale[k];
       } else {
         std::memcpy(row, static_cast<const float*>(xp) + m * K, K * sizeof(float));
       }
@@ -82,6 +90,56 @@ Tensor float_rows(const Tensor& x_in, int64_t Kp) {
     }
   });
   return buf;
+}
+
+ActPrep act_prep(const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale, int64_t K,
+                 bool int8_acts, Tensor& hold) {
+  ActPrep prep;
+  if (input_scale) {
+    check_vector(input_scale, K, "input_scale");
+    hold = input_scale->contiguous();
+    TORCH_CHECK_VALUE(hold.isfinite().all().item<bool>(), "input_scale must be finite");
+    prep.input_scale = hold.data_ptr<float>();
+  }
+  if (act_scale) {
+    TORCH_CHECK_VALUE(int8_acts, "act_scale (a static int8 activation scale) applies to int8 activations only; "
+                      "this op keeps activations in float");
+    check_vector(act_scale, 1, "act_scale");
+    const float s = act_scale->item<float>();
+    TORCH_CHECK_VALUE(std::isfinite(s) && s > 0.0f, "act_scale must be finite and > 0, got ", s);
+    prep.static_scale = s;
+  }
+  return prep;
+}
+
+void quant_row_prepared(const qk::Kernels& kt, const void* x, bool bf16, int64_t K, const ActPrep& prep,
+                        float* tmp, int8_t* dst, float* scale) {
+  for (int64_t k = 0; k < K; ++k) {
+    float v;
+    if (bf16) {
+      const uint32_t bits = uint32_t(static_cast<const uint16_t*>(x)[k]) << 16;
+      std::memcpy(&v, &bits, 4);
+    } else {
+      v = static_cast<const float*>(x)[k];
+    }
+    tmp[k] = prep.input_scale ? v * prep.input_scale[k] : v;
+  }
+  if (prep.static_scale == 0.0f) {
+    kt.quant_row_f32(tmp, K, dst, scale);
+    return;
+  }
+  const float s = prep.static_scale;
+  bool nan = false;
+  for (int64_t k = 0; k < K; ++k) {
+    const float v = tmp[k];
+    if (v != v) {
+      nan = true;
+      dst[k] = 0;
+      continue;
+    }
+    dst[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(v / s), -127.0f), 127.0f));
+  }
+  *scale = nan ? std::numeric_limits<float>::quiet_NaN() : s;
 }
 
 }  // namespace qk_ops

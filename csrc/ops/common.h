@@ -12,6 +12,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "../kernels/kernels.h"
 
@@ -36,27 +37,51 @@ qk::W4Geom w4_geometry(int64_t K, int64_t group_size);
 
 inline const qk::Kernels& active() { return qk::kernels(qk::active_isa()); }
 
+// The calibrated activation preparation (SmoothQuant / AWQ / static scales): x times a per-input-
+// channel scale (input_scale fp32 [K], null: none) and, for int8 activations, one static
+// per-tensor scale instead of each row's amax / 127 (static_scale > 0; 0: dynamic).
+struct ActPrep {
+  const float* input_scale = nullptr;
+  float static_scale = 0.0f;
+  bool plain() const { return input_scale == nullptr && static_scale == 0.0f; }
+};
+// Checks input_scale (fp32 [K], finite) and act_scale (fp32 [1], finite, > 0; only when
+// int8_acts) and returns the preparation; `hold` keeps a contiguous input_scale alive.
+ActPrep act_prep(const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale, int64_t K,
+                 bool int8_acts, Tensor& hold);
+// One row of x (fp32 or bf16) times input_scale, then int8 with the static scale: q = clamp(
+// nearbyint(v / s), -127, 127), the row's scale s (NaN when the row holds a NaN, whose q are 0).
+void quant_row_prepared(const qk::Kernels& kt, const void* x, bool bf16, int64_t K, const ActPrep& prep,
+                        float* tmp, int8_t* dst, float* scale);
+
 // Quantize each row m of x (fp32 or bf16, contiguous [M, K]) to int8 at dst + m * ld with its
-// scale, then call after_row(m) while the row is still in cache.
+// scale, then call after_row(m) while the row is still in cache. With a preparation (input_scale,
+// static scale) the row is scaled into a row buffer on the way (quant_row_prepared).
 template <typename AfterRow>
 void quantize_rows(const qk::Kernels& kt, const Tensor& x, int8_t* dst, int64_t ld, float* scale,
-                   AfterRow after_row) {
+                   AfterRow after_row, const ActPrep& prep = ActPrep{}) {
   const int64_t M = x.size(0), K = x.size(1);
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const void* xp = x.data_ptr();
+  const size_t esize = bf16 ? 2 : 4;
   at::parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t b, int64_t e) {
+    std::vector<float> tmp(prep.plain() ? 0 : K);
     for (int64_t m = b; m < e; ++m) {
-      if (bf16)
-        kt.quant_row_bf16(static_cast<const uint16_t*>(xp) + m * K, K, dst + m * ld, scale + m);
+      const void* row = static_cast<const char*>(xp) + m * K * esize;
+      if (!prep.plain())
+        quant_row_prepared(kt, row, bf16, K, prep, tmp.data(), dst + m * ld, scale + m);
+      else if (bf16)
+        kt.quant_row_bf16(static_cast<const uint16_t*>(row), K, dst + m * ld, scale + m);
       else
-        kt.quant_row_f32(static_cast<const float*>(xp) + m * K, K, dst + m * ld, scale + m);
+        kt.quant_row_f32(static_cast<const float*>(row), K, dst + m * ld, scale + m);
       after_row(m);
     }
   });
 }
 
 // Float activations (fp32 or bf16, [M, K]) as fp32 rows [M, Kp] padded with zeros, one pass per row.
-Tensor float_rows(const Tensor& x, int64_t Kp);
+// With input_scale (fp32 [K]) each value is multiplied by its channel's scale in the same pass.
+Tensor float_rows(const Tensor& x, int64_t Kp, const float* input_scale = nullptr);
 
 // Tasks are (row chunk, panel range) pairs; each output element is computed by exactly one task
 // with a fixed reduction order, so results depend neither on the thread count nor on the split.

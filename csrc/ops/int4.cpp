@@ -100,10 +100,12 @@ qk::W4Geom begin_w4(const Tensor& x, const Tensor& w_packed, std::string_view la
 
 // W4A8: per-token int8 activations (quantize_per_token_int8's numbers) x int4 grouped weights.
 Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_view layout,
-                       const std::optional<Tensor>& bias, int64_t N, int64_t group_size) {
+                       const std::optional<Tensor>& bias, int64_t N, int64_t group_size, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
   Tensor out;
   const qk::W4Geom geo = begin_w4(x_in, w_packed, layout, bias, N, group_size, out);
   const int64_t M = x_in.size(0), K = x_in.size(1);
+  Tensor hold;
+  const ActPrep prep = act_prep(input_scale, act_scale, K, true, hold);
   if (M == 0) return out;
   const qk::Kernels& kt = active();
   const Tensor x = x_in.contiguous();
@@ -121,7 +123,7 @@ Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_v
       for (int64_t k = g * gk; k < (g + 1) * gk; ++k) s += row[k];
       as[m * G + g] = s;
     }
-  });
+  }, prep);
   qk::W4Args g{a, Kp, a_scale.data_ptr<float>(), as, nullptr, G, gk, N, nullptr, nullptr, 0, false};
   run_panels(kt.gemm_w4a8, g, w_packed, bias, out);
   return out;
@@ -129,11 +131,13 @@ Tensor w4a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_v
 
 // W4A16: float activations x int4 grouped weights, fp32 accumulation of x * (u - zz) per group.
 Tensor w4a16_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_view layout,
-                        const std::optional<Tensor>& bias, int64_t N, int64_t group_size) {
+                        const std::optional<Tensor>& bias, int64_t N, int64_t group_size, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
   Tensor out;
   const qk::W4Geom geo = begin_w4(x_in, w_packed, layout, bias, N, group_size, out);
+  Tensor hold;
+  const ActPrep prep = act_prep(input_scale, act_scale, x_in.size(1), false, hold);
   if (x_in.size(0) == 0) return out;
-  const Tensor xbuf = float_rows(x_in, geo.Kp());
+  const Tensor xbuf = float_rows(x_in, geo.Kp(), prep.input_scale);
   qk::W4Args g{xbuf.data_ptr<float>(), geo.Kp(), nullptr, nullptr, nullptr, geo.G, geo.gk, N, nullptr, nullptr, 0, false};
   run_panels(active().gemm_w4a16, g, w_packed, bias, out);
   return out;

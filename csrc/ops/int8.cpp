@@ -117,10 +117,12 @@ Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor&
 // buffer, then the GEMM; no intermediate int8 tensor. Same numbers as quantize_per_token_int8
 // followed by w8a8_gemm.
 Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_view layout, const Tensor& w_scale,
-                       const std::optional<Tensor>& bias, int64_t N) {
+                       const std::optional<Tensor>& bias, int64_t N, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
   check_float_input(x_in, "x");
   const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, 4);
   check_w8a8_weights(w_packed, layout, w_scale, bias, K, N);
+  Tensor hold;
+  const ActPrep prep = act_prep(input_scale, act_scale, K, true, hold);
   Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
   const qk::Kernels& kt = active();
@@ -129,23 +131,27 @@ Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_v
   Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
   uint8_t* dst = abuf.data_ptr<uint8_t>();
   quantize_rows(kt, x, reinterpret_cast<int8_t*>(dst), Kp, a_scale.data_ptr<float>(),
-                [&](int64_t m) { finish_a_row(kt, dst + m * Kp, K, Kp); });
+                [&](int64_t m) { finish_a_row(kt, dst + m * Kp, K, Kp); }, prep);
   run_w8a8(kt, abuf, a_scale, w_packed, w_scale, bias, K, out);
   return out;
 }
 
 // ---- W8A16: fp32 accumulation over fp32 (or widened bf16) activations ------------------------------
 Tensor w8a16_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_view layout, const Tensor& w_scale,
-                        const std::optional<Tensor>& bias, int64_t N) {
+                        const std::optional<Tensor>& bias, int64_t N, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
   check_float_input(x_in, "x");
   checked_n(N);
   const int64_t M = x_in.size(0), K = x_in.size(1);
   check_packed(w_packed, std::string(layout), qk::Layout::int8_w8a16_panels, N, K);
   check_vector(w_scale, N, "w_scale");
   check_vector(bias, N, "bias");
+  Tensor hold;
+  const ActPrep prep = act_prep(input_scale, act_scale, K, false, hold);
   Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
-  const Tensor x = x_in.to(at::kFloat).contiguous(), ws = w_scale.contiguous();
+  // fp32 rows: x itself (fp32), or widened / scaled by input_scale in one pass
+  const Tensor x = prep.input_scale ? float_rows(x_in, K, prep.input_scale) : x_in.to(at::kFloat).contiguous();
+  const Tensor ws = w_scale.contiguous();
   qk::W8A16Args g{x.data_ptr<float>(), K, nullptr, K, N, ws.data_ptr<float>(), nullptr, nullptr, 0, false};
   run_panels(active().gemm_w8a16, g, w_packed, bias, out);
   return out;

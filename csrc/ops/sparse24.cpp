@@ -85,11 +85,13 @@ Tensor s24_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_vi
 
 // int8 2:4 with dynamic per-token int8 activations (quantize_per_token_int8's numbers), fused.
 Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_view layout, const Tensor& w_scale,
-                           const std::optional<Tensor>& bias, int64_t N) {
+                           const std::optional<Tensor>& bias, int64_t N, const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale) {
   Tensor out;
   begin_s24(x_in, w_packed, layout, bias, N, 1, out);
   check_vector(w_scale, N, "w_scale");
   const int64_t M = x_in.size(0), K = x_in.size(1), Kp = qk::round_up(K, qk::kS24BlockK);
+  Tensor hold;
+  const ActPrep prep = act_prep(input_scale, act_scale, K, true, hold);
   TORCH_CHECK_VALUE(K <= qk::kMaxK_s24_w8a8, "K (in_features) must be <= ", qk::kMaxK_s24_w8a8,
                     " for exact int32 accumulation, got ", K);
   if (M == 0) return out;
@@ -103,7 +105,7 @@ Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::stri
   quantize_rows(kt, x, q, K, a_scale.data_ptr<float>(), [&](int64_t m) {  // widened to int16, padded
     for (int64_t k = 0; k < K; ++k) w16[m * Kp + k] = q[m * K + k];
     for (int64_t k = K; k < Kp; ++k) w16[m * Kp + k] = 0;
-  });
+  }, prep);
   const Tensor ws = w_scale.contiguous();
   qk::S24Args g{w16, Kp, a_scale.data_ptr<float>(), nullptr, K, N, false, ws.data_ptr<float>(), nullptr,
                 nullptr, 0, false};

@@ -52,8 +52,12 @@ class _ReferenceLinear(torch.autograd.Function):
         return (grad_y.float() @ w).to(ctx.x_dtype), None, None
 
 
-def reference_linear(x: torch.Tensor, fn, weight) -> torch.Tensor:
-    """fn(x) on the reference backend; with the ops' gradient when x needs one (weight() -> W)."""
+def reference_linear(x: torch.Tensor, fn, weight, input_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """fn(x) on the reference backend; with the ops' gradient when x needs one (weight() -> W; the
+    op multiplies x by input_scale first, so the gradient goes through W * input_scale)."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return _ReferenceLinear.apply(x, weight(), fn)
+        w = weight()
+        if input_scale is not None:
+            w = w * input_scale.float()[None, :]
+        return _ReferenceLinear.apply(x, w, fn)
     return fn(x)

@@ -31,12 +31,12 @@ def _(w, group_size, symmetric, clip_ratios):
 
 
 @torch.library.register_fake("qkernels::w4a8_linear")
-def _(x, w_packed, layout, bias, N, group_size):
+def _(x, w_packed, layout, bias, N, group_size, input_scale=None, act_scale=None):
     return x.new_empty((x.shape[0], N))
 
 
 @torch.library.register_fake("qkernels::w4a16_linear")
-def _(x, w_packed, layout, bias, N, group_size):
+def _(x, w_packed, layout, bias, N, group_size, input_scale=None, act_scale=None):
     return x.new_empty((x.shape[0], N))
 
 
@@ -77,18 +77,25 @@ def dequantize_int4(w_packed: torch.Tensor, layout: str, N: int, K: int, group_s
 
 
 def int4_linear(x: torch.Tensor, w_packed: torch.Tensor, layout: str, bias: torch.Tensor | None, N: int,
-                group_size: int, act_bits: int | None, symmetric: bool) -> torch.Tensor:
-    """y = x @ dequant(w).T + bias for 2-D x [M, K] and an int4 weight from pack_int4_weight.
+                group_size: int, act_bits: int | None, symmetric: bool, input_scale: torch.Tensor | None = None,
+                act_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """y = (x * input_scale) @ dequant(w).T + bias for 2-D x [M, K] and an int4 weight from
+    pack_int4_weight.
 
-    act_bits=8: dynamic per-token int8 activations (W4A8); None: float activations (W4A16).
+    act_bits=8: int8 activations per token, or with the static per-tensor act_scale (W4A8); None:
+    float activations (W4A16). input_scale: the per-input-channel smoothing vector [K] or None.
     """
     if is_reference():
         K = x.shape[1]
         qw, scale, zp = unpack_int4_weight(w_packed, layout, N, K, group_size, symmetric)
         q = ref.unpack_int4(qw, K, signed=symmetric)
-        fn = ref.linear_w4a8 if act_bits == 8 else ref.w4a16_gemm
-        return reference_linear(x, lambda x: fn(x, q, scale, zp, group_size, bias),
-                                lambda: dequantize_int4(w_packed, layout, N, K, group_size))
+        if act_bits == 8:
+            fn = lambda x: ref.w4a8_gemm(*ref.quantize_activations(x, input_scale, act_scale), q, scale, zp,  # noqa
+                                         group_size, bias, x.dtype)
+        else:
+            fn = lambda x: ref.w4a16_gemm(ref.smooth_activations(x, input_scale), q, scale, zp, group_size,  # noqa
+                                          bias).to(x.dtype)
+        return reference_linear(x, fn, lambda: dequantize_int4(w_packed, layout, N, K, group_size), input_scale)
     if act_bits == 8:
-        return ops.w4a8_linear(x, w_packed, layout, bias, N, group_size)
-    return ops.w4a16_linear(x, w_packed, layout, bias, N, group_size)
+        return ops.w4a8_linear(x, w_packed, layout, bias, N, group_size, input_scale, act_scale)
+    return ops.w4a16_linear(x, w_packed, layout, bias, N, group_size, input_scale, act_scale)

@@ -32,12 +32,12 @@ def _(a, a_scale, w_packed, layout, w_scale, bias, N, out_dtype):
 
 
 @torch.library.register_fake("qkernels::w8a8_linear")
-def _(x, w_packed, layout, w_scale, bias, N):
+def _(x, w_packed, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     return x.new_empty((x.shape[0], N))
 
 
 @torch.library.register_fake("qkernels::w8a16_linear")
-def _(x, w_packed, layout, w_scale, bias, N):
+def _(x, w_packed, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     return x.new_empty((x.shape[0], N))
 
 
@@ -66,17 +66,22 @@ def dequantize_int8(w_packed: torch.Tensor, layout: str, w_scale: torch.Tensor, 
 
 
 def int8_linear(x: torch.Tensor, w_packed: torch.Tensor, layout: str, w_scale: torch.Tensor,
-                bias: torch.Tensor | None, act_bits: int | None) -> torch.Tensor:
-    """y = x @ dequant(w).T + bias for 2-D x [M, K]; N = len(w_scale).
+                bias: torch.Tensor | None, act_bits: int | None, input_scale: torch.Tensor | None = None,
+                act_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """y = (x * input_scale) @ dequant(w).T + bias for 2-D x [M, K]; N = len(w_scale).
 
-    act_bits=8: dynamic per-token int8 activations (W8A8); None: float activations (W8A16).
+    act_bits=8: int8 activations (W8A8), per token, or with the static per-tensor act_scale;
+    None: float activations (W8A16). input_scale: the per-input-channel smoothing vector [K] or None.
     """
     N, K = w_scale.shape[0], x.shape[1]
     if is_reference():
         w = unpack_int8_weight(w_packed, layout, N, K)
-        fn = ref.linear_w8a8 if act_bits == 8 else ref.w8a16_gemm
-        return reference_linear(x, lambda x: fn(x, w, w_scale, bias),
-                                lambda: dequantize_int8(w_packed, layout, w_scale, N, K))
-    if act_bits == 8:  # fused quantize_per_token_int8 + w8a8_gemm
-        return ops.w8a8_linear(x, w_packed, layout, w_scale, bias, N)
-    return ops.w8a16_linear(x, w_packed, layout, w_scale, bias, N)
+        if act_bits == 8:
+            fn = lambda x: ref.w8a8_gemm(*ref.quantize_activations(x, input_scale, act_scale), w, w_scale,  # noqa
+                                         bias, x.dtype)
+        else:
+            fn = lambda x: ref.w8a16_gemm(ref.smooth_activations(x, input_scale), w, w_scale, bias).to(x.dtype)  # noqa
+        return reference_linear(x, fn, lambda: dequantize_int8(w_packed, layout, w_scale, N, K), input_scale)
+    if act_bits == 8:  # fused activation preparation + w8a8 GEMM
+        return ops.w8a8_linear(x, w_packed, layout, w_scale, bias, N, input_scale, act_scale)
+    return ops.w8a16_linear(x, w_packed, layout, w_scale, bias, N, input_scale, act_scale)

@@ -27,7 +27,7 @@ def _(x, w_packed, layout, bias, N, value_dtype):
 
 
 @torch.library.register_fake("qkernels::s24_w8a8_linear")
-def _(x, w_packed, layout, w_scale, bias, N):
+def _(x, w_packed, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     return x.new_empty((x.shape[0], N))
 
 
@@ -49,20 +49,24 @@ def dequantize_sparse24(w_packed: torch.Tensor, layout: str, value_dtype: torch.
 
 
 def sparse24_linear(x: torch.Tensor, w_packed: torch.Tensor, layout: str, value_dtype: torch.dtype,
-                    w_scale: torch.Tensor | None, bias: torch.Tensor | None, N: int) -> torch.Tensor:
+                    w_scale: torch.Tensor | None, bias: torch.Tensor | None, N: int,
+                    act_scale: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ W.T + bias for 2-D x and a 2:4 weight from pack_sparse24_weight.
 
-    value_dtype int8 (with per-channel w_scale): dynamic per-token int8 activations, exact int32
-    accumulation; float32 / bfloat16 values: fp32 accumulation.
+    value_dtype int8 (with per-channel w_scale): int8 activations per token, or with the static
+    per-tensor act_scale; exact int32 accumulation. float32 / bfloat16 values: fp32 accumulation.
     """
     if is_reference():
         K = x.shape[1]
         values, meta = unpack_sparse24_weight(w_packed, layout, N, K, value_dtype)
         if value_dtype == torch.int8:
-            fn = lambda x: ref.linear_sparse24_w8a8(x, values, meta, w_scale, bias)  # noqa: E731
+            fn = lambda x: ref.sparse24_w8a8(*ref.quantize_activations(x, None, act_scale), values, meta,  # noqa
+                                             w_scale, bias, x.dtype)
         else:
             fn = lambda x: ref.sparse24_linear(x, values, meta, bias)  # noqa: E731
         return reference_linear(x, fn, lambda: dequantize_sparse24(w_packed, layout, value_dtype, w_scale, N, K))
     if value_dtype == torch.int8:
-        return ops.s24_w8a8_linear(x, w_packed, layout, w_scale, bias, N)
+        return ops.s24_w8a8_linear(x, w_packed, layout, w_scale, bias, N, None, act_scale)
+    if act_scale is not None:
+        raise ValueError("act_scale (static int8 activations) applies to int8 2:4 values only")
     return ops.s24_linear(x, w_packed, layout, bias, N, value_dtype)

@@ -119,6 +119,34 @@ def quantize_per_token_int8(x: torch.Tensor):
     return q, s
 
 
+def smooth_activations(x: torch.Tensor, input_scale: torch.Tensor | None) -> torch.Tensor:
+    """x (2-D) in fp32, times input_scale [K] per input channel when given (one fp32 multiply)."""
+    xf = x.float()
+    return xf if input_scale is None else xf * input_scale.float()[None, :]
+
+
+def quantize_static_int8(x: torch.Tensor, scale: torch.Tensor):
+    """Static per-tensor int8: q = clamp(round(x / scale), -127, 127) in fp32 (ties to even; +-Inf
+    saturate); a row holding NaN gets q = 0 and scale NaN (its outputs are NaN). -> (q int8 [M, K],
+    scale fp32 [M])."""
+    xf = x.float()
+    s = scale.float().reshape(())
+    nan = torch.isnan(xf)
+    q = torch.where(nan, torch.zeros_like(xf), torch.round(xf / s).clamp(-127, 127)).to(torch.int8)
+    row_scale = torch.where(nan.any(dim=1), torch.full((xf.shape[0],), float("nan"), device=xf.device), s.expand(xf.shape[0]))
+    return q, row_scale.float().contiguous()
+
+
+def quantize_activations(x: torch.Tensor, input_scale: torch.Tensor | None = None,
+                         act_scale: torch.Tensor | None = None):
+    """The int8 activation contract of W8A8 / W4A8 / 2:4 int8: x * input_scale (fp32), then per-token
+    dynamic (act_scale None) or static per-tensor int8 -> (q int8 [M, K], scale fp32 [M])."""
+    xs = smooth_activations(x, input_scale)
+    if act_scale is None:
+        return quantize_per_token_int8(xs)
+    return quantize_static_int8(xs, act_scale)
+
+
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """Pack int4 values (int8 tensor [N, K], values in [-8, 7] or [0, 15]) two per byte along K.
 
