@@ -57,6 +57,10 @@ def module_config(m: PackedLinear) -> dict:
         entry.update(weight_bits=m.weight_bits, act_bits=m.act_bits, group_size=m.group_size, symmetric=m.symmetric)
     else:
         entry.update(weight_bits=m.weight_bits, value_dtype=str(m.value_dtype).replace("torch.", ""))
+    if m.smooth:  # calibrated activation preparation (absent: off, as in files written before it)
+        entry["smooth"] = True
+    if m.act_scale != "dynamic":
+        entry["act_scale"] = m.act_scale
     return entry
 
 
@@ -65,11 +69,13 @@ def build_module(fqn: str, entry: dict, device) -> PackedLinear:
     try:
         kind = KINDS[entry["kind"]]
         args = dict(in_features=entry["in_features"], out_features=entry["out_features"], bias=entry["bias"])
+        act_scale = entry.get("act_scale", "dynamic")
         if kind is QuantLinear:
             return QuantLinear(**args, weight_bits=entry["weight_bits"], act_bits=entry["act_bits"],
-                               group_size=entry["group_size"], symmetric=entry["symmetric"], device=device)
+                               group_size=entry["group_size"], symmetric=entry["symmetric"], device=device,
+                               smooth=entry.get("smooth", False), act_scale=act_scale)
         return SparseLinear(**args, weight_bits=entry["weight_bits"], device=device,
-                            value_dtype=_DTYPES[entry["value_dtype"]])
+                            value_dtype=_DTYPES[entry["value_dtype"]], act_scale=act_scale)
     except (KeyError, TypeError, ValueError, NotImplementedError) as e:
         raise ValueError(f"{CONFIG_NAME}: module {fqn!r} has an invalid entry {entry}: {e}") from e
 

@@ -101,3 +101,45 @@ def test_bad_scales_are_named():
         _call(m8, x, None, torch.tensor([0.0]))
     with pytest.raises(ValueError, match="int8 activations only"):
         _call(m16, x, None, torch.tensor([1.0]))
+
+
+def test_modules_carry_the_calibration_in_state_and_files(tmp_path):
+    lin = torch.nn.Linear(K, N)
+    x, s = _data(torch.float32)
+    x = x[[0, 1, 3, 4]]
+    q = QuantLinear.from_float(lin, 4, 8, 64, input_scale=s, act_scale=2.0)
+    assert q.smooth and q.act_scale == "static" and "smooth" in repr(q) and "static" in repr(q)
+    torch.testing.assert_close(q.dequantize(), QuantLinear.from_float(
+        _linear(lin.weight / s, lin.bias), 4, None, 64).dequantize() * s)  # W / s quantized, times s
+    sd = q.state_dict()
+    assert torch.equal(sd["input_scale"], s) and sd["activation_scale"].tolist() == [2.0]
+    plain = QuantLinear(K, N, True, 4, 8, 64)
+    with pytest.raises(ValueError, match="smooth=True; this module has smooth=False"):
+        plain.load_state_dict(sd)
+    with pytest.raises(ValueError, match="act_scale='static'; this module has act_scale='dynamic'"):
+        QuantLinear(K, N, True, 4, 8, 64, smooth=True).load_state_dict(sd)
+    back = QuantLinear(K, N, True, 4, 8, 64, smooth=True, act_scale="static")
+    back.load_state_dict(sd)
+    assert torch.equal(back(x), q(x))
+    bad = dict(sd, input_scale=-s)
+    with pytest.raises(ValueError, match="input_scale: must be > 0"):
+        back.load_state_dict(bad)
+    assert q.half().input_scale.dtype == torch.float32  # calibration tensors stay fp32
+    model = torch.nn.Sequential(q, torch.nn.ReLU(),
+                                SparseLinear.from_float(torch.nn.Linear(N, 8), weight_bits=8, act_scale=0.5))
+    qkernels.save_quantized(model, tmp_path)
+    with torch.device("meta"):
+        skeleton = torch.nn.Sequential(torch.nn.Linear(K, N), torch.nn.ReLU(), torch.nn.Linear(N, 8))
+    loaded = qkernels.load_quantized(skeleton, str(tmp_path))
+    assert loaded[2].act_scale == "static" and loaded[0].smooth
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="needs int8 activations"):
+        QuantLinear(K, N, True, 8, None, act_scale="static")
+
+
+def _linear(w, b):
+    lin = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.copy_(b)
+    return lin

@@ -119,10 +119,12 @@ class PackedLinear(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # The weight is re-packed for the new device (layouts are per device). Its tensors, the
-        # scales and the bias keep their dtypes whatever the module is cast to; only the device follows.
+        # scales, the bias and the calibration tensors keep their dtypes whatever the module is cast
+        # to; only the device follows.
         tensors = self._weight_tensors()
         device = fn(self._packed[:0]).device  # an integer tensor: only its device can change
-        keep = {n: self._buffers[n] for n in ("weight_scale", "bias") if self._buffers.get(n) is not None}
+        keep = {n: self._buffers[n] for n in ("weight_scale", "bias", "input_scale", "activation_scale")
+                if self._buffers.get(n) is not None}
         super()._apply(fn, recurse)
         for n, t in keep.items():
             self._buffers[n] = t.to(self._buffers[n].device)
@@ -156,12 +158,42 @@ class PackedLinear(nn.Module):
             raise ValueError(f"{prefix or 'state_dict'}: has {name} weights but no format_version / qconfig, so "
                              "their configuration cannot be checked")
 
+    # The calibrated activation preparation (configuration: smooth, act_scale): its tensors are in
+    # the state_dict exactly when the module has them; each one names the field that implies it.
+    CALIBRATION_BUFFERS = (("input_scale", "smooth", True), ("activation_scale", "act_scale", "static"))
+
+    def _init_calibration(self, smooth: bool, act_scale: str, int8_acts: bool, device) -> None:
+        if not isinstance(smooth, bool):
+            raise TypeError(f"smooth must be a bool, got {type(smooth).__name__}")
+        if act_scale not in ("dynamic", "static"):
+            raise ValueError(f"act_scale must be 'dynamic' or 'static', got {act_scale!r}")
+        if act_scale == "static" and not int8_acts:
+            raise ValueError("act_scale='static' (a static int8 activation scale) needs int8 activations")
+        self.smooth, self.act_scale = smooth, act_scale
+        self.register_buffer("input_scale", torch.ones(self.in_features, dtype=torch.float32, device=device)
+                             if smooth else None)
+        self.register_buffer("activation_scale", torch.ones(1, dtype=torch.float32, device=device)
+                             if act_scale == "static" else None)
+
     def _check_buffers(self, state_dict, prefix: str) -> None:
         N = self.out_features
         for name in ("weight_scale", "bias"):
             key = prefix + name
             if self._buffers.get(name) is not None and key in state_dict:
                 expect_finite(key, expect_tensor(state_dict, key, torch.float32, (N,)))
+        if not any(prefix + k in state_dict for k in self._weight_keys()):
+            return  # a partial state_dict (no weight): nothing to compare the configuration with
+        for name, field, on in self.CALIBRATION_BUFFERS:
+            key, has = prefix + name, self._buffers.get(name) is not None
+            if (key in state_dict) != has:
+                theirs = on if key in state_dict else getattr(type(self), "_OFF", {}).get(field, not on)
+                raise ValueError(f"{key}: the state_dict was saved by a {type(self).__name__} with "
+                                 f"{field}={theirs!r}; this module has {field}={getattr(self, field)!r}")
+            if has:
+                shape = (self.in_features,) if name == "input_scale" else (1,)
+                t = expect_finite(key, expect_tensor(state_dict, key, torch.float32, shape))
+                if t.device.type != "meta" and t.numel() and not bool((t > 0).all()):
+                    raise ValueError(f"{key}: must be > 0")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -75,9 +75,11 @@ class QuantLinear(PackedLinear):
     CONFIG_FIELDS = ("weight_bits", "act_bits", "group_size", "symmetric")
     OPTIONAL_WEIGHT_KEYS = ("input_perm",)
 
+    _OFF = {"smooth": False, "act_scale": "dynamic"}
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits: int = 8,
                  act_bits: int | None = 8, group_size: int | None = None, symmetric: bool = True,
-                 device=None):
+                 device=None, smooth: bool = False, act_scale: str = "dynamic"):
         super().__init__()
         check_config(weight_bits, act_bits, group_size, symmetric)
         check_shape(in_features, out_features, weight_bits, act_bits, group_size)
@@ -85,6 +87,7 @@ class QuantLinear(PackedLinear):
         self.weight_bits, self.act_bits = weight_bits, act_bits
         self.group_size, self.symmetric = group_size, symmetric
         self._init_buffers(out_features, bias, weight_bits == 8, device)
+        self._init_calibration(smooth, act_scale, act_bits == 8, device)
         self.register_buffer("input_perm", None)  # int64 [K], set only by act-order imports
         if weight_bits == 8:
             self._set_weight(torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
@@ -104,9 +107,15 @@ class QuantLinear(PackedLinear):
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_float(cls, linear: nn.Linear, weight_bits: int = 8, act_bits: int | None = 8,
-                   group_size: int | None = None, symmetric: bool = True) -> "QuantLinear":
+                   group_size: int | None = None, symmetric: bool = True, input_scale: torch.Tensor | None = None,
+                   act_scale: float | torch.Tensor | None = None) -> "QuantLinear":
         """Quantize an nn.Linear (subclasses included). On the meta device the result is a meta
-        QuantLinear of the same configuration (no values), e.g. to load a checkpoint into."""
+        QuantLinear of the same configuration (no values), e.g. to load a checkpoint into.
+
+        input_scale (fp32 [in_features], > 0): the layer computes (x * input_scale) @ Wq.T with Wq
+        the quantization of W / input_scale (SmoothQuant / AWQ smoothing; the same function as W,
+        with the activation outliers moved into the weight). act_scale (a positive number): a static
+        per-tensor int8 activation scale (act_bits=8) instead of the per-token one."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         check_config(weight_bits, act_bits, group_size, symmetric)
@@ -114,7 +123,11 @@ class QuantLinear(PackedLinear):
         if w.device.type != "meta" and not torch.isfinite(w).all():
             raise ValueError("linear.weight holds NaN or Inf; cannot quantize it")
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
-                act_bits, group_size, symmetric, device=w.device)
+                act_bits, group_size, symmetric, device=w.device, smooth=input_scale is not None,
+                act_scale="dynamic" if act_scale is None else "static")
+        q._set_calibration(input_scale, act_scale)
+        if input_scale is not None:
+            w = w.float() / q.input_scale[None, :]
         if linear.bias is not None:
             with torch.no_grad():
                 q.bias.copy_(linear.bias.detach().float())
@@ -128,10 +141,30 @@ class QuantLinear(PackedLinear):
         q._set_weight(qw)
         return q
 
+    def _set_calibration(self, input_scale, act_scale) -> None:
+        """Checks and stores input_scale ([in_features], finite, > 0) and act_scale (> 0)."""
+        with torch.no_grad():
+            if input_scale is not None:
+                t = torch.as_tensor(input_scale)
+                if not t.dtype.is_floating_point or tuple(t.shape) != (self.in_features,):
+                    raise ValueError(f"input_scale must be a float tensor of shape ({self.in_features},), got "
+                                     f"{t.dtype} {tuple(t.shape)}")
+                expect_finite("input_scale", t)
+                if t.device.type != "meta" and not bool((t > 0).all()):
+                    raise ValueError("input_scale must be > 0")
+                self.input_scale.copy_(t.float())
+            if act_scale is not None:
+                v = torch.as_tensor(act_scale, dtype=torch.float32).reshape(-1)
+                if v.numel() != 1 or (v.device.type != "meta" and not (bool(torch.isfinite(v).all()) and
+                                                                       float(v) > 0)):
+                    raise ValueError(f"act_scale must be one finite number > 0, got {act_scale!r}")
+                self.activation_scale.copy_(v)
+
     @classmethod
     def from_int4(cls, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
                   group_size: int | None, bias: torch.Tensor | None = None, act_bits: int | None = None,
-                  input_perm: torch.Tensor | None = None) -> "QuantLinear":
+                  input_perm: torch.Tensor | None = None, input_scale: torch.Tensor | None = None,
+                  act_scale: float | torch.Tensor | None = None) -> "QuantLinear":
         """An int4 QuantLinear from quantized values (e.g. a GPTQ/AWQ checkpoint, qkernels.formats).
 
         q: integer [N, K] values, in [-8, 7] when zero_point is None, else in [0, 15]; scale: float
@@ -146,7 +179,9 @@ class QuantLinear(PackedLinear):
         symmetric = zero_point is None
         lo, hi = formats.int4.qrange(symmetric)
         expect_range("q", q, lo, hi)
-        m = cls(K, N, bias is not None, 4, act_bits, group_size, symmetric, device=q.device)
+        m = cls(K, N, bias is not None, 4, act_bits, group_size, symmetric, device=q.device,
+                smooth=input_scale is not None, act_scale="dynamic" if act_scale is None else "static")
+        m._set_calibration(input_scale, act_scale)
         G = m._groups
         if not isinstance(scale, torch.Tensor) or tuple(scale.shape) != (N, G) or not scale.dtype.is_floating_point:
             raise ValueError(f"scale must be a float tensor of shape ({N}, {G}), got "
@@ -172,7 +207,8 @@ class QuantLinear(PackedLinear):
 
     @classmethod
     def from_int8(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
-                  act_bits: int | None = 8) -> "QuantLinear":
+                  act_bits: int | None = 8, input_scale: torch.Tensor | None = None,
+                  act_scale: float | torch.Tensor | None = None) -> "QuantLinear":
         """An int8 QuantLinear from quantized values (e.g. GPTQ): q integer [N, K] in [-127, 127],
         scale float [N] (w = q * scale), optional bias [N]. Values are checked before conversion."""
         if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.dtype.is_floating_point or q.dtype == torch.bool:
@@ -184,7 +220,9 @@ class QuantLinear(PackedLinear):
             raise ValueError(f"scale must be a float tensor of shape ({N},), got "
                              f"{getattr(scale, 'dtype', type(scale).__name__)} {tuple(getattr(scale, 'shape', ()))}")
         expect_finite("scale", scale)
-        m = cls(K, N, bias is not None, 8, act_bits, None, True, device=q.device)
+        m = cls(K, N, bias is not None, 8, act_bits, None, True, device=q.device,
+                smooth=input_scale is not None, act_scale="dynamic" if act_scale is None else "static")
+        m._set_calibration(input_scale, act_scale)
         with torch.no_grad():
             m.weight_scale.copy_(scale.float())
             if bias is not None:
@@ -308,8 +346,11 @@ class QuantLinear(PackedLinear):
         """The float32 weight [out_features, in_features] this module effectively multiplies by."""
         N, K = self.out_features, self.in_features
         if self.weight_bits == 8:
-            return ops.dequantize_int8(self._packed, self._layout, self.weight_scale, N, K)
+            w = ops.dequantize_int8(self._packed, self._layout, self.weight_scale, N, K)
+            return w if self.input_scale is None else w * self.input_scale[None, :]
         w = ops.dequantize_int4(self._packed, self._layout, N, K, self._group)
+        if self.input_scale is not None:  # the layer computes (x * input_scale) @ Wq.T
+            w = w * self.input_scale[None, :]
         if self.input_perm is not None:  # column j of the stored weight multiplies x[..., perm[j]]
             w = torch.empty_like(w).index_copy_(1, self.input_perm, w)
         return w
@@ -321,14 +362,17 @@ class QuantLinear(PackedLinear):
             if self.input_perm is not None:
                 x2 = x2.index_select(1, self.input_perm)
             y = ops.int4_linear(x2, self._packed, self._layout, self.bias, self.out_features, self._group,
-                                self.act_bits, self.symmetric)
+                                self.act_bits, self.symmetric, self.input_scale, self.activation_scale)
         else:
-            y = ops.int8_linear(x2, self._packed, self._layout, self.weight_scale, self.bias, self.act_bits)
+            y = ops.int8_linear(x2, self._packed, self._layout, self.weight_scale, self.bias, self.act_bits,
+                                self.input_scale, self.activation_scale)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         a = "A8" if self.act_bits == 8 else "A16"
         perm = ", act_order" if self.input_perm is not None else ""
+        perm += ", smooth" if self.smooth else ""
+        perm += ", static act scale" if self.act_scale == "static" else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"W{self.weight_bits}{a}, group_size={self.group_size}, symmetric={self.symmetric}{perm}, "
                 f"path={self._runs_on()}")

@@ -33,8 +33,10 @@ class SparseLinear(PackedLinear):
 
     CONFIG_FIELDS = ("weight_bits", "value_dtype")
 
+    _OFF = {"smooth": False, "act_scale": "dynamic"}
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_bits=None,
-                 device=None, value_dtype: torch.dtype = torch.float32):
+                 device=None, value_dtype: torch.dtype = torch.float32, act_scale: str = "dynamic"):
         super().__init__()
         check_size("in_features", in_features)
         check_size("out_features", out_features)
@@ -48,13 +50,15 @@ class SparseLinear(PackedLinear):
         self.in_features, self.out_features, self.weight_bits = in_features, out_features, weight_bits
         self.value_dtype = torch.int8 if weight_bits == 8 else value_dtype
         self._init_buffers(out_features, bias, weight_bits == 8, device)
+        self._init_calibration(False, act_scale, weight_bits == 8, device)
         values, meta = formats.compress_24(torch.zeros(out_features, in_features, dtype=self.value_dtype, device=device))
         self._set_weight(values, meta)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, weight_bits=None) -> "SparseLinear":
+    def from_float(cls, linear: nn.Linear, weight_bits=None, act_scale: float | None = None) -> "SparseLinear":
         """Prune linear.weight to 2:4 by magnitude (qkernels.prune_24; a 2:4 weight is kept exactly)
-        and compress it; weight_bits=8 then quantizes the kept values per output channel."""
+        and compress it; weight_bits=8 then quantizes the kept values per output channel.
+        act_scale (weight_bits=8): a static per-tensor int8 activation scale instead of per token."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         _check_bits(weight_bits)
@@ -63,7 +67,13 @@ class SparseLinear(PackedLinear):
             raise ValueError("linear.weight holds NaN or Inf; cannot sparsify it")
         vdt = w.dtype if w.dtype in _FLOAT_VALUES else torch.float32
         s = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_bits,
-                device=w.device, value_dtype=vdt)
+                device=w.device, value_dtype=vdt, act_scale="dynamic" if act_scale is None else "static")
+        if act_scale is not None:
+            v = torch.as_tensor(act_scale, dtype=torch.float32).reshape(-1)
+            if v.numel() != 1 or not (bool(torch.isfinite(v).all()) and float(v) > 0):
+                raise ValueError(f"act_scale must be one finite number > 0, got {act_scale!r}")
+            with torch.no_grad():
+                s.activation_scale.copy_(v)
         _, pruned = formats.prune_24(w)
         if weight_bits == 8:
             q, scale = ops.quantize_per_token_int8(pruned.float())
@@ -167,10 +177,11 @@ class SparseLinear(PackedLinear):
         x2 = x.reshape(-1, self.in_features)
         y = ops.sparse24_linear(x2, self._packed, self._layout, self.value_dtype,
                                 self.weight_scale if self.weight_bits == 8 else None, self.bias,
-                                self.out_features)
+                                self.out_features, self.activation_scale)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         vals = "int8 (A8)" if self.weight_bits == 8 else str(self.value_dtype).replace("torch.", "")
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, 2:4 {vals}, path={self._runs_on()}")
+                f"bias={self.bias is not None}, 2:4 {vals}{', static act scale' if self.act_scale == 'static' else ''}, "
+                f"path={self._runs_on()}")
