@@ -179,8 +179,16 @@ ACCURACY_CONFIGS = [
     ("GPTQ W4A16 g128 act-order", QuantConfig(4, None, 128, method="gptq", act_order=True)),
     ("RTN W4A8 g128", QuantConfig(4, 8, 128)),
     ("GPTQ W4A8 g128", QuantConfig(4, 8, 128, method="gptq")),
+    ("AWQ W4A16 g128", QuantConfig(4, None, 128, method="awq")),
+    ("AWQ W4A8 g128", QuantConfig(4, 8, 128, method="awq")),
     ("RTN W8A8", QuantConfig(8, 8)),
     ("GPTQ W8A8", QuantConfig(8, 8, method="gptq")),
+    ("SmoothQuant 0.5 W8A8", QuantConfig(8, 8, smooth_alpha=0.5)),
+    ("static minmax W8A8", QuantConfig(8, 8, act_scale="static", observer="minmax")),
+    ("static percentile W8A8", QuantConfig(8, 8, act_scale="static", observer="percentile")),
+    ("static MSE W8A8", QuantConfig(8, 8, act_scale="static", observer="mse")),
+    ("static KL W8A8", QuantConfig(8, 8, act_scale="static", observer="kl")),
+    ("static MSE + SQ 0.5 W8A8", QuantConfig(8, 8, act_scale="static", observer="mse", smooth_alpha=0.5)),
     ("RTN W8A16", QuantConfig(8, None)),
 ]
 

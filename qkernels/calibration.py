@@ -1,5 +1,20 @@
-"""Calibration-based weight quantization: GPTQ (quantize_(..., QuantConfig(method="gptq"),
+"""Calibration: GPTQ, AWQ, SmoothQuant and static activation scales (quantize_(..., QuantConfig(...),
 calibration_data=...)).
+
+Every calibrated layer is converted in model order, on the inputs it receives with the layers
+before it already quantized; a forward stops at the layer being calibrated (hooks), and only that
+layer's statistics are held: per-channel max and mean of |x| over all rows, the first MAX_ROWS
+input rows (for the AWQ search and the static observers), or GPTQ's Hessian.
+
+* SmoothQuant (smooth_alpha, act_bits=8): s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha); the layer
+  computes (x / s) @ Q(W * s).T, the division being the kernels' input_scale = 1 / s.
+* AWQ (method "awq"): s = mean|x|^a (normalized by sqrt(max * min)) for a on a grid of 20, plus
+  s = 1; the a whose Q(W * s) gives the least squared output error on the captured rows wins.
+* Static activation scales (act_scale "static", act_bits=8): one per-tensor scale for the layer's
+  (smoothed) inputs from an observer: "minmax" (max |x| over all rows), "percentile" (the 99.99th
+  percentile of |x|), "mse" (the clipping threshold with the least quantization error) or "kl"
+  (TensorRT's entropy calibration: the threshold whose 128-level quantized histogram of |x| has the
+  least KL divergence from the 2048-bin reference).
 
 GPTQ (Frantar et al. 2022) quantizes a layer's weight one input column at a time and spreads each
 column's rounding error over the columns not yet quantized, weighted by the inverse Hessian
@@ -34,6 +49,10 @@ from .nn import QuantLinear
 
 DAMP = 0.01
 BLOCK = 128
+MAX_ROWS = 8192  # input rows kept per layer for the AWQ search and the observers
+AWQ_GRID = 20
+PERCENTILE = 99.99
+KL_BINS, KL_LEVELS = 2048, 128
 
 
 class _Stop(Exception):
@@ -53,8 +72,9 @@ def check_batches(model: nn.Module, batches) -> list:
     """The calibration batches as a list, each checked to run through the (float) model: ValueError
     naming calibration_data otherwise, before anything changes."""
     if batches is None:
-        raise ValueError("calibration_data: this configuration calibrates (method 'gptq'), so quantize_ needs "
-                         "calibration_data (an iterable of model inputs); got None")
+        raise ValueError("calibration_data: this configuration calibrates (method 'gptq' / 'awq', act_scale "
+                         "'static' or smooth_alpha), so quantize_ needs calibration_data (an iterable of model "
+                         "inputs); got None")
     if isinstance(batches, (torch.Tensor, dict)):
         raise ValueError("calibration_data must be an iterable of batches (e.g. a list of tensors), got a single "
                          f"{type(batches).__name__}; wrap it in a list")
@@ -172,12 +192,189 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, bits: int, group_size: 
     return Q.to(torch.int8), scales, zp, perm
 
 
-def gptq_layer(model: nn.Module, layer: nn.Module, cfg, batches: list) -> QuantLinear:
-    """The QuantLinear GPTQ makes of `layer` (an nn.Linear) from the model's calibration inputs."""
-    H, _ = layer_hessian(model, layer, batches, layer.in_features)
-    act_order = cfg.act_order
-    q, scale, zp, perm = gptq_quantize(layer.weight, H, cfg.weight_bits, cfg.group_size, cfg.symmetric, act_order)
+# ---- statistics of a layer's inputs ------------------------------------------------------------
+class LayerStats:
+    """A layer's calibration inputs: per-channel max and mean of |x| over every row, and the first
+    MAX_ROWS rows (float32)."""
+
+    def __init__(self, in_features: int):
+        self.amax = torch.zeros(in_features)
+        self.abs_sum = torch.zeros(in_features, dtype=torch.float64)
+        self.n = 0
+        self.rows: list[torch.Tensor] = []
+        self.kept = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        a = x.abs()
+        self.amax = torch.maximum(self.amax, a.amax(dim=0))
+        self.abs_sum += a.double().sum(dim=0)
+        self.n += x.shape[0]
+        if self.kept < MAX_ROWS:
+            self.rows.append(x[: MAX_ROWS - self.kept].clone())
+            self.kept += self.rows[-1].shape[0]
+
+    @property
+    def mean_abs(self) -> torch.Tensor:
+        return (self.abs_sum / max(self.n, 1)).float()
+
+    @property
+    def sample(self) -> torch.Tensor:
+        return torch.cat(self.rows)
+
+
+def layer_stats(model: nn.Module, layer: nn.Module, batches: list, in_features: int) -> LayerStats:
+    """The statistics of the inputs `layer` receives when the model runs the batches."""
+    stats = LayerStats(in_features)
+
+    def hook(mod, args):
+        stats.add(args[0].detach().reshape(-1, in_features).float())
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for b in batches:
+                try:
+                    run_batch(model, b)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    if stats.n == 0:
+        raise ValueError("calibration_data never reaches this layer (no forward pass called it)")
+    return stats
+
+
+# ---- quantized weights as floats ---------------------------------------------------------------
+def fake_quantize_weight(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+    """dequantize(quantize(w)) with QuantLinear.from_float's quantizer (int8 per channel; int4 with
+    the per-group clipping search)."""
+    from .formats import unpack_nibbles
+    with torch.no_grad():
+        w = w.detach().float()
+        if bits == 8:
+            q, s = ops.quantize_per_token_int8(w)
+            return q.float() * s[:, None]
+        N, K = w.shape
+        g = K if group_size is None else group_size
+        qw, scale, zp = ops.quantize_int4_weight(w, group_size, symmetric)
+        q = unpack_nibbles(qw, K, signed=symmetric).float()
+        idx = torch.arange(K, device=w.device) // g
+        z = 0.0 if zp is None else zp.float()[:, idx]
+        return (q - z) * scale[:, idx]
+
+
+# ---- SmoothQuant and AWQ scales ----------------------------------------------------------------
+def smoothquant_scales(weight: torch.Tensor, act_amax: torch.Tensor, alpha: float) -> torch.Tensor:
+    """s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha) (each clamped to >= 1e-5)."""
+    w_amax = weight.detach().float().abs().amax(dim=0).clamp_min(1e-5)
+    return (act_amax.clamp_min(1e-5).pow(alpha) / w_amax.pow(1 - alpha)).clamp_min(1e-5)
+
+
+def awq_scales(weight: torch.Tensor, stats: LayerStats, bits: int, group_size: int | None,
+               symmetric: bool) -> torch.Tensor:
+    """The activation-aware per-channel scale s (the layer then computes (x / s) @ Q(W * s).T)."""
+    W = weight.detach().float()
+    x = stats.sample
+    y = x @ W.T
+    best_loss, best = None, torch.ones(W.shape[1])
+    candidates = [torch.ones(W.shape[1])]
+    mean = stats.mean_abs.clamp_min(1e-8)
+    for i in range(AWQ_GRID):
+        s = mean.pow(i / AWQ_GRID).clamp_min(1e-4)
+        candidates.append(s / (s.max() * s.min()).sqrt())
+    for s in candidates:
+        wq = fake_quantize_weight(W * s[None, :], bits, group_size, symmetric)
+        loss = float((y - (x / s[None, :]) @ wq.T).square().mean())
+        if best_loss is None or loss < best_loss:
+            best_loss, best = loss, s
+    return best
+
+
+# ---- static activation scales -------------------------------------------------------------------
+def _kl_threshold(a: torch.Tensor, amax: float) -> float:
+    """TensorRT entropy calibration on |x| (a: flattened |x| samples): over thresholds of i bins of a
+    KL_BINS histogram (i >= KL_LEVELS), the reference P is the first i bins with the clipped mass on
+    the last, Q merges the i bins into KL_LEVELS levels spread evenly over each level's nonzero bins;
+    the threshold of least KL(P || Q) wins."""
+    hist = torch.histc(a, bins=KL_BINS, min=0.0, max=amax).double()
+    tail = hist.flip(0).cumsum(0).flip(0)  # tail[i] = sum of hist[i:]
+    best_kl, best_i = None, KL_BINS
+    for i in range(KL_LEVELS, KL_BINS + 1):
+        ref = hist[:i]
+        p = ref.clone()
+        if i < KL_BINS:
+            p[-1] += tail[i]
+        level = torch.div(torch.arange(i) * KL_LEVELS, i, rounding_mode="floor")
+        nz = (ref > 0).double()
+        mass = torch.zeros(KL_LEVELS, dtype=torch.float64).index_add_(0, level, ref)
+        count = torch.zeros(KL_LEVELS, dtype=torch.float64).index_add_(0, level, nz)
+        q = nz * (mass / count.clamp_min(1))[level]
+        ps, qs = p.sum(), q.sum()
+        if ps == 0 or qs == 0:
+            continue
+        mask = p > 0
+        pn, qn = p[mask] / ps, (q[mask] / qs).clamp_min(1e-12)
+        kl = float((pn * (pn / qn).log()).sum())
+        if best_kl is None or kl < best_kl:
+            best_kl, best_i = kl, i
+    return (best_i + 0.5) * (amax / KL_BINS)
+
+
+def observe(stats: LayerStats, input_scale: torch.Tensor | None, observer: str) -> float:
+    """The static per-tensor int8 scale of the layer's (smoothed) inputs under `observer`."""
+    t = torch.ones_like(stats.amax) if input_scale is None else input_scale.float()
+    amax = float((stats.amax * t).max())
+    if amax == 0.0:
+        return 1.0
+    if observer == "minmax":
+        return amax / 127.0
+    x = stats.sample * t[None, :]
+    a = x.abs().flatten()
+    if a.numel() > 4_000_000:  # a deterministic, evenly spaced sample
+        a = a[:: -(-a.numel() // 4_000_000)]
+    if observer == "percentile":
+        return float(torch.quantile(a, PERCENTILE / 100.0)) / 127.0 or amax / 127.0
+    if observer == "mse":
+        best_err, best_s = None, amax / 127.0
+        for r in torch.linspace(0.2, 1.0, 81).tolist():
+            s = amax * r / 127.0
+            err = float((torch.round(x / s).clamp(-127, 127) * s - x).square().sum())
+            if best_err is None or err < best_err:
+                best_err, best_s = err, s
+        return best_s
+    if observer == "kl":
+        return _kl_threshold(a, amax) / 127.0
+    raise ValueError(f"observer must be one of minmax, percentile, mse, kl; got {observer!r}")
+
+
+# ---- one calibrated layer -----------------------------------------------------------------------
+def calibrated_layer(model: nn.Module, layer: nn.Module, cfg, batches: list) -> QuantLinear:
+    """The QuantLinear `cfg` makes of `layer` (an nn.Linear) from the model's calibration inputs:
+    smoothing (AWQ or SmoothQuant), then GPTQ or round to nearest on W * s, and a static activation
+    scale from the observer."""
+    K = layer.in_features
+    W = layer.weight.detach().float()
     bias = None if layer.bias is None else layer.bias.detach()
+    stats = None
+    if cfg.method == "awq" or cfg.smooth_alpha is not None or cfg.act_scale == "static":
+        stats = layer_stats(model, layer, batches, K)
+    s = None
+    if cfg.method == "awq":
+        s = awq_scales(W, stats, cfg.weight_bits, cfg.group_size, cfg.symmetric)
+    elif cfg.smooth_alpha is not None:
+        s = smoothquant_scales(W, stats.amax, cfg.smooth_alpha)
+    t = None if s is None else 1.0 / s  # the kernels' input_scale
+    act = observe(stats, t, cfg.observer) if cfg.act_scale == "static" else None
+    if cfg.method != "gptq":
+        return QuantLinear.from_float(layer, cfg.weight_bits, cfg.act_bits, cfg.group_size, cfg.symmetric,
+                                      input_scale=t, act_scale=act)
+    H, _ = layer_hessian(model, layer, batches, K, transform=None if t is None else (lambda x: x * t.double()))
+    w = W if s is None else W * s[None, :]
+    q, scale, zp, perm = gptq_quantize(w, H, cfg.weight_bits, cfg.group_size, cfg.symmetric, cfg.act_order)
+    if t is not None and perm is not None:
+        t = t[perm]  # input_scale is in the stored (permuted) column order
     if cfg.weight_bits == 8:
-        return QuantLinear.from_int8(q, scale[:, 0], bias, act_bits=cfg.act_bits)
-    return QuantLinear.from_int4(q, scale, zp, cfg.group_size, bias, act_bits=cfg.act_bits, input_perm=perm)
+        return QuantLinear.from_int8(q, scale[:, 0], bias, act_bits=cfg.act_bits, input_scale=t, act_scale=act)
+    return QuantLinear.from_int4(q, scale, zp, cfg.group_size, bias, act_bits=cfg.act_bits, input_perm=perm,
+                                 input_scale=t, act_scale=act)

@@ -18,26 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
-from .formats import unpack_nibbles
+from . import calibration, ops
 from .nn import QuantLinear
 from .quantize import QuantConfig, _plan, as_linear
 
 
 def fake_quantize_weight(w: torch.Tensor, cfg: QuantConfig) -> torch.Tensor:
     """dequantize(quantize(w)) with QuantLinear.from_float's quantizer (no gradient)."""
-    with torch.no_grad():
-        w = w.detach().float()
-        if cfg.weight_bits == 8:
-            q, s = ops.quantize_per_token_int8(w)
-            return q.float() * s[:, None]
-        N, K = w.shape
-        g = K if cfg.group_size is None else cfg.group_size
-        qw, scale, zp = ops.quantize_int4_weight(w, cfg.group_size, cfg.symmetric)
-        q = unpack_nibbles(qw, K, signed=cfg.symmetric).float()
-        idx = torch.arange(K, device=w.device) // g
-        z = 0.0 if zp is None else zp.float()[:, idx]
-        return (q - z) * scale[:, idx]
+    return calibration.fake_quantize_weight(w, cfg.weight_bits, cfg.group_size, cfg.symmetric)
 
 
 def fake_quantize_activation(x: torch.Tensor) -> torch.Tensor:

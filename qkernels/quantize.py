@@ -30,11 +30,12 @@ class QuantConfig:
     """How quantize_ converts a layer; checked when built (ValueError for an invalid value).
 
     weight_bits, act_bits, group_size, symmetric: QuantLinear.from_float's arguments.
-    method: "rtn" (round to nearest, with the int4 clipping search) or "gptq" (needs
-    calibration_data; qkernels.calibration); act_order (GPTQ, grouped int4): process columns in
-    decreasing Hessian diagonal, kept as the layer's input_perm. act_scale / observer /
-    smooth_alpha and method "awq" are part of the API and checked, but not implemented in this
-    version: NotImplementedError naming them.
+    method: "rtn" (round to nearest, with the int4 clipping search), "gptq" or "awq";
+    act_scale: "dynamic" (per token at run time) or "static" (one calibrated per-tensor scale,
+    act_bits=8) chosen by observer "minmax" | "percentile" | "mse" | "kl"; smooth_alpha:
+    SmoothQuant migration strength (act_bits=8); act_order (GPTQ, grouped int4): process columns
+    in decreasing Hessian diagonal, kept as the layer's input_perm. Everything but "rtn" with
+    dynamic activations needs calibration_data (qkernels.calibration).
     """
     weight_bits: int = 8
     act_bits: Optional[int] = 8
@@ -57,6 +58,8 @@ class QuantConfig:
         if self.smooth_alpha is not None and (isinstance(self.smooth_alpha, bool) or not isinstance(
                 self.smooth_alpha, (int, float)) or not 0.0 < self.smooth_alpha <= 1.0):
             raise ValueError(f"smooth_alpha must be None or a number in (0, 1], got {self.smooth_alpha!r}")
+        if self.method == "awq" and self.smooth_alpha is not None:
+            raise ValueError("method='awq' chooses its own smoothing; smooth_alpha (SmoothQuant) cannot be combined")
         if (self.act_scale == "static" or self.smooth_alpha is not None) and self.act_bits != 8:
             raise ValueError(f"act_scale='static' and smooth_alpha need act_bits=8, got act_bits={self.act_bits!r}")
         if not isinstance(self.act_order, bool):
@@ -65,18 +68,11 @@ class QuantConfig:
             raise ValueError("act_order applies to method='gptq' with grouped int4 weights (weight_bits=4, "
                              f"group_size set); got method={self.method!r}, weight_bits={self.weight_bits}, "
                              f"group_size={self.group_size}")
-        missing = [text for text, unimplemented in (("method='awq'", self.method == "awq"),
-                                                    ("act_scale='static'", self.act_scale == "static"),
-                                                    (f"smooth_alpha={self.smooth_alpha}", self.smooth_alpha is not None))
-                   if unimplemented]
-        if missing:
-            raise NotImplementedError(f"{', '.join(missing)}: not implemented in this qkernels version "
-                                      "(method 'rtn' and 'gptq' with dynamic activations are)")
-
     @property
     def calibrates(self) -> bool:
-        """True when converting needs calibration data (method 'gptq')."""
-        return self.method == "gptq"
+        """True when converting needs calibration data: method 'gptq' / 'awq', act_scale 'static'
+        or smooth_alpha."""
+        return self.method != "rtn" or self.act_scale == "static" or self.smooth_alpha is not None
 
     def check_layer(self, linear: nn.Linear) -> None:
         """ValueError if a QuantLinear of this configuration cannot be built for `linear`'s shape."""
@@ -272,7 +268,7 @@ def _convert(model: nn.Module, config, config_type, filter_fn, progress, calibra
         m, cfg, fqns = plan.pop(0)
         summary.bytes_before += _tensor_bytes(m)
         if getattr(cfg, "calibrates", False):  # on the inputs it sees with the layers before it converted
-            new = calibration.gptq_layer(model, as_linear(m), cfg, batches)
+            new = calibration.calibrated_layer(model, as_linear(m), cfg, batches)
         else:
             new = cfg.convert(as_linear(m))
         summary.bytes_after += _tensor_bytes(new)

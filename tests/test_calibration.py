@@ -114,10 +114,13 @@ def test_bad_calibration_use_is_named_before_any_layer_changes():
         QuantConfig(smooth_alpha=1.5)
     with pytest.raises(ValueError, match="act_order applies"):
         QuantConfig(4, None, None, method="gptq", act_order=True)
-    for kw in (dict(method="awq", weight_bits=4, act_bits=None, group_size=128), dict(act_scale="static"),
-               dict(smooth_alpha=0.5)):
-        with pytest.raises(NotImplementedError, match="not implemented in this qkernels version"):
-            QuantConfig(**kw)
+    with pytest.raises(ValueError, match="need act_bits=8"):
+        QuantConfig(4, None, 32, act_scale="static")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        QuantConfig(4, 8, 32, method="awq", smooth_alpha=0.5)
+    for kw in (dict(method="awq"), dict(act_scale="static"), dict(smooth_alpha=0.5)):
+        with pytest.raises(ValueError, match="calibration_data"):
+            qkernels.quantize_(model, QuantConfig(**kw))
 
 
 def test_from_int8_checks_its_values():
@@ -129,3 +132,70 @@ def test_from_int8_checks_its_values():
         QuantLinear.from_int8(torch.full((8, 16), -128, dtype=torch.int8), s)
     with pytest.raises(ValueError, match="scale must be"):
         QuantLinear.from_int8(q, s[:4])
+
+
+def _outlier_inputs(n=1024, K=256, seed=0):
+    """Correlated inputs with a few large channels (the activation outliers SmoothQuant / AWQ target)."""
+    x = _correlated(n, K, seed)
+    x[:, :: 32] *= 25
+    return x
+
+
+@pytest.mark.parametrize("cfg,base", [
+    (QuantConfig(4, None, 32, method="awq"), QuantConfig(4, None, 32)),
+    (QuantConfig(4, 8, 32, method="awq"), QuantConfig(4, 8, 32)),
+    (QuantConfig(8, 8, smooth_alpha=0.5), QuantConfig(8, 8)),
+    (QuantConfig(8, 8, method="gptq", smooth_alpha=0.5), QuantConfig(8, 8, method="gptq")),
+], ids=["awq-w4a16", "awq-w4a8", "smoothquant-w8a8", "smoothquant-gptq-w8a8"])
+def test_smoothing_beats_the_same_method_without_it(cfg, base):
+    x = _outlier_inputs()
+    ref = _model()
+    if cfg.method == "awq":  # AWQ's case: the large-activation channels meet small weights RTN rounds away
+        with torch.no_grad():
+            ref[0].weight[:, ::32] *= 0.05
+    batches = list(x.split(128))
+    a = qkernels.quantize_(copy.deepcopy(ref), cfg, calibration_data=batches)
+    b = qkernels.quantize_(copy.deepcopy(ref), base, calibration_data=batches if base.calibrates else None)
+    assert a[0].smooth and not b[0].smooth
+    e_a, e_b = _rel_err(a, ref, x[:256]), _rel_err(b, ref, x[:256])
+    assert e_a < 0.9 * e_b, (e_a, e_b)
+    with qkernels.use_backend("reference"):  # the reference runs the same smoothed layer exactly
+        with torch.no_grad():
+            if cfg.act_bits == 8:
+                assert torch.equal(a(x[:8]), a(x[:8]))
+
+
+@pytest.mark.parametrize("observer", ["minmax", "percentile", "mse", "kl"])
+def test_static_scales_from_every_observer(observer):
+    x = _correlated(512)
+    ref = _model()
+    cfg = QuantConfig(8, 8, act_scale="static", observer=observer)
+    m = qkernels.quantize_(copy.deepcopy(ref), cfg, calibration_data=list(x.split(64)))
+    assert m[0].act_scale == "static" and float(m[0].activation_scale) > 0
+    amax = float(x.abs().max())
+    s = float(m[0].activation_scale)
+    if observer == "minmax":
+        assert s == pytest.approx(amax / 127, rel=1e-6)
+    else:
+        assert s <= amax / 127 * 1.01  # the others clip
+    assert _rel_err(m, ref, x[:256]) < 0.1
+    y = m(x[:8])
+    with qkernels.use_backend("reference"):
+        assert torch.equal(m(x[:8]), y)  # static int8 is bit-exact with the reference
+
+
+def test_observers_clip_heavy_tails_that_minmax_keeps():
+    torch.manual_seed(0)
+    x = torch.randn(4096, 64)
+    x[0, 0] = 400.0  # one extreme value: the histogram observers ignore it
+    st = qkernels.calibration.LayerStats(64)
+    st.add(x)
+    mm = qkernels.calibration.observe(st, None, "minmax")
+    assert mm == pytest.approx(400 / 127)
+    for obs in ("kl", "percentile"):
+        assert qkernels.calibration.observe(st, None, obs) < 0.2 * mm, obs
+    assert qkernels.calibration.observe(st, None, "mse") <= mm  # its squared clipping error counts
+    lap = torch.distributions.Laplace(0.0, 1.0).sample((4096, 64))  # a heavy tail everywhere: MSE clips
+    st2 = qkernels.calibration.LayerStats(64)
+    st2.add(lap)
+    assert qkernels.calibration.observe(st2, None, "mse") < 0.9 * qkernels.calibration.observe(st2, None, "minmax")

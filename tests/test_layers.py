@@ -17,8 +17,8 @@ ALLOWED = {
     "ops": {"_ext", "backend", "formats", "reference", "triton_kernels"},
     "nn": {"ops", "formats", "backend", "_ext"},          # production code never calls the reference
     "quantize": {"nn", "ops", "formats", "calibration"},
-    "calibration": {"nn", "ops"},
-    "qat": {"nn", "ops", "formats", "quantize"},
+    "calibration": {"nn", "ops", "formats"},
+    "qat": {"nn", "ops", "calibration", "quantize"},
     "mixed": {"calibration", "quantize"},
     "files": {"nn", "quantize"},
     "hf": {"files", "nn", "quantize"},
