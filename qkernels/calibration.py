@@ -98,18 +98,14 @@ def check_batches(model: nn.Module, batches) -> list:
     return batches
 
 
-def layer_hessian(model: nn.Module, layer: nn.Module, batches: list, in_features: int,
-                  transform=None) -> tuple[torch.Tensor, int]:
-    """2/n * sum over rows x of x^T x (float64, K x K) for the inputs `layer` receives when the
-    model runs the batches (the forward stops at the layer); n the number of rows."""
-    H = torch.zeros(in_features, in_features, dtype=torch.float64)
+def feed_layer(model: nn.Module, layer: nn.Module, batches: list, in_features: int, consume) -> int:
+    """Run the batches through the model up to `layer` (each forward stops there) and give each
+    batch's layer input, as rows [n, in_features], to consume(x); returns the number of rows."""
     count = [0]
 
     def hook(mod, args):
-        x = args[0].detach().reshape(-1, in_features).double()
-        if transform is not None:
-            x = transform(x)
-        H.addmm_(x.T, x)
+        x = args[0].detach().reshape(-1, in_features)
+        consume(x)
         count[0] += x.shape[0]
         raise _Stop
 
@@ -125,7 +121,23 @@ def layer_hessian(model: nn.Module, layer: nn.Module, batches: list, in_features
         handle.remove()
     if count[0] == 0:
         raise ValueError("calibration_data never reaches this layer (no forward pass called it)")
-    return H * (2.0 / count[0]), count[0]
+    return count[0]
+
+
+def layer_hessian(model: nn.Module, layer: nn.Module, batches: list, in_features: int,
+                  transform=None) -> tuple[torch.Tensor, int]:
+    """2/n * sum over rows x of x^T x (float64, K x K) for the inputs `layer` receives when the
+    model runs the batches (transform: applied to each row first); n the number of rows."""
+    H = torch.zeros(in_features, in_features, dtype=torch.float64)
+
+    def add(x):
+        x = x.double()
+        if transform is not None:
+            x = transform(x)
+        H.addmm_(x.T, x)
+
+    n = feed_layer(model, layer, batches, in_features, add)
+    return H * (2.0 / n), n
 
 
 def _group_params(w: torch.Tensor, bits: int, symmetric: bool):
@@ -225,23 +237,7 @@ class LayerStats:
 def layer_stats(model: nn.Module, layer: nn.Module, batches: list, in_features: int) -> LayerStats:
     """The statistics of the inputs `layer` receives when the model runs the batches."""
     stats = LayerStats(in_features)
-
-    def hook(mod, args):
-        stats.add(args[0].detach().reshape(-1, in_features).float())
-        raise _Stop
-
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            for b in batches:
-                try:
-                    run_batch(model, b)
-                except _Stop:
-                    pass
-    finally:
-        handle.remove()
-    if stats.n == 0:
-        raise ValueError("calibration_data never reaches this layer (no forward pass called it)")
+    feed_layer(model, layer, batches, in_features, lambda x: stats.add(x.float()))
     return stats
 
 
