@@ -286,3 +286,21 @@ def test_cuda_impls_prepare_activations_as_the_reference(static):
     else:
         torch.testing.assert_close(y.cpu(), yr, **GPU_EPILOGUE[torch.float32])
         torch.testing.assert_close(y4.cpu(), y4r, **GPU_EPILOGUE[torch.float32])
+
+
+def test_cuda_impls_smooth_the_float_activation_kernels():
+    """input_scale through the CUDA impls of w8a16_linear / w4a16_linear, within the fp32 bound."""
+    from qkernels.triton_kernels.cuda_impls import IMPLS
+    x = torch.randn(5, 70) * 3
+    smooth = torch.rand(70) + 0.5
+    w = torch.randint(-127, 128, (33, 70), dtype=torch.int8)
+    w_s, b = torch.rand(33) + 0.01, torch.randn(33)
+    y = IMPLS["w8a16_linear"](x.to(DEV), w.to(DEV), "int8_rows", w_s.to(DEV), b.to(DEV), 33, smooth.to(DEV), None)
+    yr = R.w8a16_gemm(R.smooth_activations(x, smooth), w, w_s, b)
+    q, s, zp = _int4(33, 70, 32, False)
+    y4 = IMPLS["w4a16_linear"](x.to(DEV), _blob(q, s, zp, 70, 32), "int4_blob", b.to(DEV), 33, 32, smooth.to(DEV))
+    y4r = R.w4a16_gemm(R.smooth_activations(x, smooth), q, s, zp, 32, b)
+    xs = x * smooth  # the same fp32 product in the kernel and the reference
+    assert torch.all((y.cpu().double() - yr.double()).abs() <= fp32_dot_bound(xs, w.float(), w_s))
+    zg = zp.repeat_interleave(32, 1)[:, :70]
+    assert torch.all((y4.cpu().double() - y4r.double()).abs() <= w4a16_bound(xs, (q - zg).float(), s, 32))

@@ -35,26 +35,6 @@ def _w8a8_gemm(a, a_scale, w, layout, w_scale, bias, N, out_dtype):
     return w8a8_gemm(a, a_scale, w, w_scale, bias, N, out_dtype)
 
 
-def _smoothed(x, input_scale):
-    # The smoothing multiply runs as one torch op on the GPU before the kernel (not yet fused into
-    # the Triton kernels' loads): fp32 x * input_scale, as the CPU kernels and the reference compute.
-    return x if input_scale is None else x.float() * input_scale.float()[None, :]
-
-
-def _int8_acts(x, input_scale, act_scale):
-    """(a int8, a_scale fp32 [M]): per-token (Triton) or static per-tensor (torch ops, the
-    reference's quantize_static_int8 numbers) int8 of x * input_scale."""
-    xs = _smoothed(x, input_scale)
-    if act_scale is None:
-        return quantize_per_token_int8(xs)
-    xf = xs.float()
-    s = act_scale.float().reshape(())
-    nan = torch.isnan(xf)
-    a = torch.where(nan, torch.zeros_like(xf), torch.round(xf / s).clamp(-127, 127)).to(torch.int8)
-    a_scale = torch.where(nan.any(dim=1), torch.full_like(xf[:, 0], float("nan")), s.expand(xf.shape[0]))
-    return a, a_scale.contiguous()
-
-
 def _no_static(act_scale):
     if act_scale is not None:
         raise ValueError("act_scale (a static int8 activation scale) applies to int8 activations only")
@@ -62,14 +42,14 @@ def _no_static(act_scale):
 
 def _w8a8_linear(x, w, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     _layout(layout, "int8_rows")
-    a, a_scale = _int8_acts(x, input_scale, act_scale)
+    a, a_scale = quantize_per_token_int8(x, input_scale, act_scale)  # smoothing + static: fused
     return w8a8_gemm(a, a_scale, w, w_scale, bias, N, x.dtype)
 
 
 def _w8a16_linear(x, w, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     _layout(layout, "int8_rows")
     _no_static(act_scale)
-    return w8a16_gemm(_smoothed(x, input_scale), w, w_scale, bias, N).to(x.dtype)
+    return w8a16_gemm(x, w, w_scale, bias, N, input_scale)
 
 
 # int4: one uint8 blob ("int4_blob").
@@ -85,14 +65,14 @@ def _unpack_int4(blob, layout, N, K, group_size, symmetric):
 
 def _w4a8_linear(x, blob, layout, bias, N, group_size, input_scale=None, act_scale=None):
     _layout(layout, "int4_blob")
-    a, a_scale = _int8_acts(x, input_scale, act_scale)
+    a, a_scale = quantize_per_token_int8(x, input_scale, act_scale)
     return w4a8_gemm(a, a_scale, blob, bias, N, group_size, x.dtype)
 
 
 def _w4a16_linear(x, blob, layout, bias, N, group_size, input_scale=None, act_scale=None):
     _layout(layout, "int4_blob")
     _no_static(act_scale)
-    return w4a16_gemm(_smoothed(x, input_scale), blob, bias, N, group_size).to(x.dtype)
+    return w4a16_gemm(x, blob, bias, N, group_size, input_scale)
 
 
 # 2:4: one uint8 blob, values then meta ("sparse24_blob").
@@ -113,7 +93,7 @@ def _s24_linear(x, blob, layout, bias, N, value_dtype):
 
 def _s24_w8a8_linear(x, blob, layout, w_scale, bias, N, input_scale=None, act_scale=None):
     _layout(layout, "sparse24_blob")
-    a, a_scale = _int8_acts(x, input_scale, act_scale)
+    a, a_scale = quantize_per_token_int8(x, input_scale, act_scale)
     return s24_w8a8_gemm(a, a_scale, blob, w_scale, bias, N, x.dtype)
 
 

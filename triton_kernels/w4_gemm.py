@@ -54,10 +54,10 @@ def unpack_w4(blob, N, K, group_size, symmetric):
 @triton.autotune(configs=gemm_configs(), key=["M_BUCKET", "N", "K", "GK"])
 @triton.jit
 def _w4_gemm_kernel(
-    x_ptr, a_scale_ptr, u_ptr, s_ptr, zz_ptr, bias_ptr, out_ptr,  # pointers
+    x_ptr, a_scale_ptr, u_ptr, s_ptr, zz_ptr, bias_ptr, out_ptr, sm_ptr,  # pointers (sm: input_scale)
     M, N, K, G, GK, M_BUCKET,                                      # sizes
     stride_xm, stride_xk, stride_un, stride_om,                    # strides
-    A8: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr,
+    A8: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, HAS_SMOOTH: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -84,6 +84,9 @@ def _w4_gemm_kernel(
             w = tl.where(kmask[:, None], u - zz[None, :], 0)  # [BK, BN], (q - zero point)
             if A8:
                 part = tl.dot(x, w.to(tl.int8), part, out_dtype=tl.int32)
+            elif HAS_SMOOTH:  # fp32 x * input_scale on the load, then the exact-fp32 dot
+                xs = x.to(tl.float32) * tl.load(sm_ptr + k, mask=kmask, other=0.0)[None, :]
+                part = tl.dot(xs, w.to(tl.float32), part, input_precision="ieee")
             elif DOT_F32:
                 part = tl.dot(x.to(tl.float32), w.to(tl.float32), part, input_precision="ieee")
             else:  # |q - z| <= 15 is exact in fp16/bf16: tensor-core dot with exact products
@@ -98,7 +101,7 @@ def _w4_gemm_kernel(
     store_out(o_ptrs, y, mmask[:, None] & nmask[None, :])
 
 
-def _w4_gemm(x, a_scale, blob, bias, N, group_size, out_dtype):
+def _w4_gemm(x, a_scale, blob, bias, N, group_size, out_dtype, input_scale=None):
     M, K = x.shape
     G, GK = int4_groups(K, group_size)
     s, zz, u = _views(blob, N, K, G)
@@ -109,9 +112,10 @@ def _w4_gemm(x, a_scale, blob, bias, N, group_size, out_dtype):
     _w4_gemm_kernel[grid](
         x, a_scale if a_scale is not None else s, u, s, zz,
         bias.float().contiguous() if bias is not None else s, out,
+        input_scale.float().contiguous() if input_scale is not None else s,
         M, N, K, G, GK, m_bucket(M),
         x.stride(0), x.stride(1), u.stride(0), out.stride(0),
-        A8=a_scale is not None, HAS_BIAS=bias is not None,
+        A8=a_scale is not None, HAS_BIAS=bias is not None, HAS_SMOOTH=input_scale is not None,
         DOT_F32=x.dtype == torch.float32 or INTERPRET)
     return out
 
@@ -127,10 +131,11 @@ def _check_blob(x, blob, N, group_size):
           f"w_packed must be the uint8 int4 blob of {need} bytes for N={N}, K={K}, group_size={group_size}")
 
 
-def w4a16_gemm(x, blob, bias, N, group_size):
-    """x float [M, K] x int4 blob (pack_w4) -> [M, N] in x.dtype."""
+def w4a16_gemm(x, blob, bias, N, group_size, input_scale=None):
+    """x float [M, K] x int4 blob (pack_w4) -> [M, N] in x.dtype; input_scale (fp32 [K]): x *
+    input_scale in fp32 on the load (then an fp32 dot)."""
     _check_blob(x, blob, N, group_size)
-    return _w4_gemm(x, None, blob, bias, N, group_size, x.dtype)
+    return _w4_gemm(x, None, blob, bias, N, group_size, x.dtype, input_scale)
 
 
 def w4a8_gemm(a, a_scale, blob, bias, N, group_size, out_dtype):
