@@ -128,16 +128,18 @@ def layer_hessian(model: nn.Module, layer: nn.Module, batches: list, in_features
                   transform=None) -> tuple[torch.Tensor, int]:
     """2/n * sum over rows x of x^T x (float64, K x K) for the inputs `layer` receives when the
     model runs the batches (transform: applied to each row first); n the number of rows."""
-    H = torch.zeros(in_features, in_features, dtype=torch.float64)
+    acc = {}
 
     def add(x):
         x = x.double()
         if transform is not None:
             x = transform(x)
-        H.addmm_(x.T, x)
+        if "H" not in acc:  # on the layer's device
+            acc["H"] = torch.zeros(in_features, in_features, dtype=torch.float64, device=x.device)
+        acc["H"].addmm_(x.T, x)
 
     n = feed_layer(model, layer, batches, in_features, add)
-    return H * (2.0 / n), n
+    return acc["H"] * (2.0 / n), n
 
 
 def _group_params(w: torch.Tensor, bits: int, symmetric: bool):
@@ -170,15 +172,15 @@ def gptq_quantize(weight: torch.Tensor, H: torch.Tensor, bits: int, group_size: 
     if act_order:
         perm = torch.argsort(torch.diag(H), descending=True, stable=True)
         W, H = W[:, perm], H[perm][:, perm]
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(K, dtype=H.dtype)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(K, dtype=H.dtype, device=H.device)
     L = torch.linalg.cholesky(H)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
     qmin, qmax = _qrange(bits, symmetric)
     g = K if group_size is None else group_size
     G = math.ceil(K / g)
-    scales = torch.empty(N, G)
-    zeros = torch.empty(N, G)
-    Q = torch.empty(N, K)
+    scales = torch.empty(N, G, device=W.device)
+    zeros = torch.empty(N, G, device=W.device)
+    Q = torch.empty(N, K, device=W.device)
     if group_size is None:
         scales[:, 0], zeros[:, 0] = _group_params(W, bits, symmetric)
     for i1 in range(0, K, block):
@@ -210,13 +212,15 @@ class LayerStats:
     MAX_ROWS rows (float32)."""
 
     def __init__(self, in_features: int):
-        self.amax = torch.zeros(in_features)
+        self.amax = torch.zeros(in_features)  # moved to the inputs' device by the first add
         self.abs_sum = torch.zeros(in_features, dtype=torch.float64)
         self.n = 0
         self.rows: list[torch.Tensor] = []
         self.kept = 0
 
     def add(self, x: torch.Tensor) -> None:
+        if self.amax.device != x.device:  # statistics live on the layer's device
+            self.amax, self.abs_sum = self.amax.to(x.device), self.abs_sum.to(x.device)
         a = x.abs()
         self.amax = torch.maximum(self.amax, a.amax(dim=0))
         self.abs_sum += a.double().sum(dim=0)
@@ -273,8 +277,8 @@ def awq_scales(weight: torch.Tensor, stats: LayerStats, bits: int, group_size: i
     W = weight.detach().float()
     x = stats.sample
     y = x @ W.T
-    best_loss, best = None, torch.ones(W.shape[1])
-    candidates = [torch.ones(W.shape[1])]
+    best_loss, best = None, torch.ones(W.shape[1], device=W.device)
+    candidates = [torch.ones(W.shape[1], device=W.device)]
     mean = stats.mean_abs.clamp_min(1e-8)
     for i in range(AWQ_GRID):
         s = mean.pow(i / AWQ_GRID).clamp_min(1e-4)
@@ -293,7 +297,7 @@ def _kl_threshold(a: torch.Tensor, amax: float) -> float:
     KL_BINS histogram (i >= KL_LEVELS), the reference P is the first i bins with the clipped mass on
     the last, Q merges the i bins into KL_LEVELS levels spread evenly over each level's nonzero bins;
     the threshold of least KL(P || Q) wins."""
-    hist = torch.histc(a, bins=KL_BINS, min=0.0, max=amax).double()
+    hist = torch.histc(a, bins=KL_BINS, min=0.0, max=amax).double().cpu()  # small: searched on the CPU
     tail = hist.flip(0).cumsum(0).flip(0)  # tail[i] = sum of hist[i:]
     best_kl, best_i = None, KL_BINS
     for i in range(KL_LEVELS, KL_BINS + 1):
