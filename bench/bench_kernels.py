@@ -130,17 +130,21 @@ def bench_group(ours, others, x, w, cold, dev):
 
 
 def suites(dev, names):
-    """(our kernels, their peers) per suite: int8 (W8A8, W8A16) and int4 (W4A8, W4A16)."""
+    """(our kernels, their peers) per suite: int8 (W8A8, W8A16), int4 (W4A8, W4A16), sparse (2:4) and
+    bf16 (the weight-only kernels with bf16 activations against torch's bf16 paths; CPU only)."""
     table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS) if dev == "cpu"
              else (peers.GPU_OURS, peers.GPU_PEERS),
              "int4": (peers.CPU_W4, peers.CPU_PEERS_W4) if dev == "cpu"
              else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n}),
              "sparse": (peers.CPU_S24, peers.CPU_PEERS_S24) if dev == "cpu"
-             else (peers.GPU_S24, peers.GPU_PEERS_S24)}
+             else (peers.GPU_S24, peers.GPU_PEERS_S24),
+             "bf16": (peers.CPU_BF16, peers.CPU_PEERS_BF16)}
+    if dev != "cpu" and "bf16" in names:
+        raise ValueError("the bf16 suite is CPU-only (the GPU suites already time bf16 / fp16 activations)")
     return [table[n] for n in names]
 
 
-def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "sparse")):
+def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "sparse", "bf16")):
     torch.manual_seed(0)
     results = []
     for ours, others in suites(dev, suite_names):
@@ -265,7 +269,8 @@ def main(argv=None):
     p.add_argument("--ms", default=None, help="comma list of M (CPU default 1,8,32,128; GPU 1,16,128,4096)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-cold", action="store_true", help="skip the M=1 DRAM rows")
-    p.add_argument("--suite", default="int8,int4,sparse", help="comma list of int8, int4, sparse (default all)")
+    p.add_argument("--suite", default="int8,int4,sparse,bf16",
+                   help="comma list of int8, int4, sparse, bf16 (default all)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--report", default=None, help="rewrite the .md/.png of a saved JSON and exit")
     a = p.parse_args(argv)

@@ -63,6 +63,9 @@ qk_w8a8 = _qk_module(QuantLinear, weight_bits=8, act_bits=8)
 qk_w8a16 = _qk_module(QuantLinear, weight_bits=8, act_bits=None)
 qk_w4a8 = _qk_module(QuantLinear, weight_bits=4, act_bits=8, group_size=128)
 qk_w4a16 = _qk_module(QuantLinear, weight_bits=4, act_bits=None, group_size=128)
+# bf16 activations into the weight-only kernels (the prefill case torch bf16 F.linear competes in)
+qk_w8a16_bf16 = _qk_module(QuantLinear, torch.bfloat16, weight_bits=8, act_bits=None)
+qk_w4a16_bf16 = _qk_module(QuantLinear, torch.bfloat16, weight_bits=4, act_bits=None, group_size=128)
 # GPU int4 rows: fp16 activations, compared with cuBLAS fp16
 qk_w4a8_fp16 = _qk_module(QuantLinear, torch.float16, weight_bits=4, act_bits=8, group_size=128)
 qk_w4a16_fp16 = _qk_module(QuantLinear, torch.float16, weight_bits=4, act_bits=None, group_size=128)
@@ -221,6 +224,9 @@ CPU_PEERS_W4 = {
 }
 if ort_available():
     CPU_PEERS_W4["onnxruntime MatMulNBits (acc lvl 4)"] = ort_matmul_nbits
+CPU_BF16 = {"qkernels W8A16 (bf16 act)": qk_w8a16_bf16, "qkernels W4A16 (bf16 act)": qk_w4a16_bf16}
+CPU_PEERS_BF16 = {"torch bf16 F.linear": torch_bf16, "torch._weight_int8pack_mm (bf16 act)": torch_int8pack,
+                  "torch._weight_int4pack_mm (bf16 act)": torch_int4pack}
 
 
 # ---- GPU peers ---------------------------------------------------------------------------------
