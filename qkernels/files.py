@@ -28,24 +28,25 @@ from torch import nn
 
 from .nn import QuantLinear, SparseLinear
 from .nn._common import FORMAT_VERSION, PackedLinear
-from .quantize import is_conv1d, name_list
+from .nn.sparse_linear import VALUE_DTYPES
+from .quantize import is_conv1d, name_list, set_module
 
 CONFIG_NAME = "qkernels_config.json"
 FILES_FORMAT_VERSION = 1
 SINGLE_FILE = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 KINDS = {"QuantLinear": QuantLinear, "SparseLinear": SparseLinear}
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+_DTYPES = {str(d).replace("torch.", ""): d for d in VALUE_DTYPES}
 
 
 # ---- what a module is ----------------------------------------------------------------------------
 def linear_shape(m: nn.Module):
-    """(in_features, out_features, has_bias) of an nn.Linear or a transformers Conv1D (GPT-2 style,
-    weight stored [in, out]); None for anything else."""
+    """(in_features, out_features) of an nn.Linear or a transformers Conv1D (GPT-2 style, weight
+    stored [in, out]); None for anything else."""
     if isinstance(m, (nn.Linear, PackedLinear)):
-        return m.in_features, m.out_features, m.bias is not None
+        return m.in_features, m.out_features
     if is_conv1d(m):
-        return m.weight.shape[0], m.weight.shape[1], m.bias is not None
+        return m.weight.shape[0], m.weight.shape[1]
     return None
 
 
@@ -83,10 +84,22 @@ def build_module(fqn: str, entry: dict, device) -> PackedLinear:
 def replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
     """Put `new` at fqn and at every other name of the module that is there now (shared modules)."""
     old = model.get_submodule(fqn)
-    for name, m in list(model.named_modules(remove_duplicate=False)):
-        if m is old and name:
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+    set_module(model, [name for name, m in model.named_modules(remove_duplicate=False) if m is old and name], new)
+
+
+def prepare_modules(model: nn.Module, modules, where: str) -> dict:
+    """{name: empty meta module} for the entries of a checkpoint's "modules" (qkernels_config.json
+    or a transformers quantization_config), each checked against the model's module at that name;
+    ValueError naming the module. Nothing in the model changes."""
+    if not isinstance(modules, dict) or not modules:
+        raise ValueError(f"{where}: 'modules' must name the quantized modules, got {modules!r}")
+    built = {}
+    for fqn, entry in modules.items():
+        if not isinstance(entry, dict) or "in_features" not in entry or "out_features" not in entry:
+            raise ValueError(f"{where}: module {fqn!r} has an invalid entry {entry!r}")
+        check_target(model, fqn, entry["in_features"], entry["out_features"])
+        built[fqn] = build_module(fqn, entry, "meta")
+    return built
 
 
 def check_target(model: nn.Module, fqn: str, in_features: int, out_features: int) -> nn.Module:
@@ -99,7 +112,7 @@ def check_target(model: nn.Module, fqn: str, in_features: int, out_features: int
     if shape is None:
         raise ValueError(f"module {fqn!r}: the checkpoint quantizes it as a linear layer, but the model's "
                          f"module there is a {type(m).__name__}")
-    if shape[:2] != (in_features, out_features):
+    if shape != (in_features, out_features):
         raise ValueError(f"module {fqn!r}: the checkpoint has in_features={in_features}, out_features="
                          f"{out_features}; the model's {type(m).__name__} has {shape[0]}, {shape[1]}")
     return m
@@ -208,9 +221,6 @@ class TensorFiles:
     def get(self, key: str) -> torch.Tensor:
         return self._handles[self.where[key]].get_tensor(key)
 
-    def shape(self, key: str) -> tuple:
-        return tuple(self._handles[self.where[key]].get_slice(key).get_shape())
-
 
 def _read_json(path: str) -> dict | None:
     if not os.path.exists(path):
@@ -261,39 +271,43 @@ def load_quantized(model: nn.Module, directory: str) -> nn.Module:
         aliases, imported, cast = _install_qkernels_modules(model, cfg), set(), False
     else:
         aliases, imported, cast = {}, _install_int4_import(model, kind, cfg, files), True
+    aliases = {**tied_aliases(model, files), **aliases}
     load_tensors(model, files, aliases, cast, imported)
     _rebuild_missing_buffers(model)
-    if hasattr(model, "tie_weights") and callable(model.tie_weights) and not aliases:
-        with contextlib.suppress(Exception):
-            model.tie_weights()
     return model.eval()
+
+
+def tied_aliases(model: nn.Module, files: TensorFiles) -> dict:
+    """{missing name: stored name} for parameters the model ties (one Parameter under several names,
+    e.g. lm_head.weight and the input embedding) of which the files hold only one name, as
+    transformers and GPTQ / AWQ checkpoints store a tied embedding; the loaded model stays tied."""
+    names: dict[int, list[str]] = {}
+    for mname, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m._parameters.items():
+            if p is not None:
+                names.setdefault(id(p), []).append(f"{mname}.{pname}" if mname else pname)
+    out = {}
+    for group in names.values():
+        stored = [n for n in group if n in files]
+        if stored:
+            out.update({n: stored[0] for n in group if n not in files})
+    return out
 
 
 def _install_qkernels_modules(model: nn.Module, cfg: dict) -> dict:
     if cfg.get("format_version") != FILES_FORMAT_VERSION:
         raise ValueError(f"{CONFIG_NAME}: this qkernels reads format_version {FILES_FORMAT_VERSION}, "
                          f"the checkpoint has {cfg.get('format_version')!r}")
-    if cfg.get("module_format_version") != FORMAT_VERSION:
-        raise ValueError(f"{CONFIG_NAME}: this qkernels reads module format {FORMAT_VERSION}, the checkpoint "
-                         f"has {cfg.get('module_format_version')!r}")
-    modules = cfg.get("modules")
-    if not isinstance(modules, dict) or not modules:
-        raise ValueError(f"{CONFIG_NAME}: 'modules' must name the quantized modules, got {modules!r}")
-    for fqn, entry in modules.items():
-        if not isinstance(entry, dict) or "in_features" not in entry or "out_features" not in entry:
-            raise ValueError(f"{CONFIG_NAME}: module {fqn!r} has an invalid entry {entry!r}")
-        check_target(model, fqn, entry["in_features"], entry["out_features"])
-    for fqn, entry in modules.items():  # every check first: nothing is replaced on an error
-        replace_module(model, fqn, build_module(fqn, entry, "meta"))
+    check_module_format(cfg.get("module_format_version"), CONFIG_NAME)
+    for fqn, m in prepare_modules(model, cfg.get("modules"), CONFIG_NAME).items():  # all checked first
+        replace_module(model, fqn, m)
     return dict(cfg.get("aliases") or {})
 
 
-def _owner(model: nn.Module, key: str):
-    prefix, _, attr = key.rpartition(".")
-    try:
-        return model.get_submodule(prefix), prefix, attr
-    except AttributeError:
-        return None, prefix, attr
+def check_module_format(version, where: str) -> None:
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{where}: this qkernels reads module format {FORMAT_VERSION}, the checkpoint has "
+                         f"{version!r}")
 
 
 def _under(name: str, prefixes) -> bool:
@@ -342,7 +356,7 @@ def load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: bool
     by_module: dict[str, list[str]] = {}
     for key in list(files.keys()) + list(aliases):
         by_module.setdefault(key.rpartition(".")[0], []).append(key)
-    done = {}
+    done, sources = {}, set(aliases.values())
     for prefix, keys in by_module.items():
         module = model.get_submodule(prefix) if prefix else model
         sd = {}
@@ -351,9 +365,11 @@ def load_tensors(model: nn.Module, files: TensorFiles, aliases: dict, cast: bool
             t = done.get(src)
             if t is None:
                 t = files.get(src)
-                if src in aliases.values():
+                if cast:
+                    t = _as_model_dtype(module, key.rpartition(".")[2], t)
+                if src in sources:  # one tensor for every name of a tied parameter
                     done[src] = t
-            sd[key] = _as_model_dtype(module, key.rpartition(".")[2], t) if cast else t
+            sd[key] = t
         missing_keys, unexpected_keys, errors = [], [], []
         module._load_from_state_dict(sd, prefix + "." if prefix else "", {"assign_to_params_buffers": True},
                                      True, missing_keys, unexpected_keys, errors)
@@ -401,8 +417,8 @@ def _rebuild_missing_buffers(model: nn.Module) -> None:
         fresh_buffers = dict(fresh.named_buffers())
         for name in left:
             if name in fresh_buffers and fresh_buffers[name].device.type != "meta":
-                owner, _, attr = _owner(model, name)
-                owner._buffers[attr] = fresh_buffers[name]
+                prefix, _, attr = name.rpartition(".")
+                model.get_submodule(prefix)._buffers[attr] = fresh_buffers[name]
         for m in model.modules():  # e.g. rotary embeddings keep a copy of inv_freq as an attribute
             for attr, v in list(vars(m).items()):
                 if isinstance(v, torch.Tensor) and v.device.type == "meta" and not isinstance(v, nn.Parameter):

@@ -20,7 +20,7 @@ import re
 
 from torch import nn
 
-from .files import TensorFiles, build_module, check_target, load_tensors, module_config, replace_module
+from .files import TensorFiles, check_module_format, load_tensors, module_config, prepare_modules, replace_module
 from .nn._common import FORMAT_VERSION, PackedLinear
 from .quantize import QuantConfig, quantize_
 
@@ -88,7 +88,7 @@ if HAVE_TRANSFORMERS:
 
         def __init__(self, quantization_config, **kwargs):
             super().__init__(quantization_config, **kwargs)
-            self._files = None
+            self._files, self._modules = None, {}
 
         def validate_environment(self, *args, **kwargs):
             """Nothing to check: the CPU kernels are built in, CUDA needs Triton at the first call."""
@@ -108,16 +108,9 @@ if HAVE_TRANSFORMERS:
             if not self.pre_quantized:
                 return model
             cfg = self.quantization_config
-            if cfg.module_format_version != FORMAT_VERSION:
-                raise ValueError(f"quantization_config: this qkernels reads module format {FORMAT_VERSION}, the "
-                                 f"checkpoint has {cfg.module_format_version!r}")
-            if not cfg.modules:
-                raise ValueError("quantization_config (qkernels) names no quantized module")
-            for fqn, entry in cfg.modules.items():
-                check_target(model, fqn, entry.get("in_features"), entry.get("out_features"))
-            for fqn, entry in cfg.modules.items():
-                build_module(fqn, entry, "meta")  # the entry's checks, before anything is replaced
-            for fqn in cfg.modules:
+            check_module_format(cfg.module_format_version, "quantization_config")
+            self._modules = prepare_modules(model, cfg.modules, "quantization_config")  # all checked first
+            for fqn in self._modules:
                 replace_module(model, fqn, _Pending())
             # transformers sets parameters and buffers by name, which a packed weight does not have:
             # until the rest is loaded the modules are placeholders without tensors, then they are
@@ -133,8 +126,8 @@ if HAVE_TRANSFORMERS:
         def _process_model_after_weight_loading(self, model, **kwargs):
             cfg = self.quantization_config
             if self.pre_quantized:
-                for fqn, entry in cfg.modules.items():
-                    replace_module(model, fqn, build_module(fqn, entry, "meta"))
+                for fqn, m in self._modules.items():
+                    replace_module(model, fqn, m)
                 load_tensors(model, TensorFiles(self._files[0]), {}, False, only=set(cfg.modules))
                 return model
             skip = cfg.modules_to_not_convert

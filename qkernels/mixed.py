@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .calibration import check_batches, run_batch
-from .quantize import QuantConfig, _plan, as_linear
+from .quantize import QuantConfig, _plan, as_linear, set_module
 
 
 def _output(out) -> torch.Tensor:
@@ -36,12 +36,6 @@ def _output(out) -> torch.Tensor:
 
 def _bits(cfg) -> int:
     return 16 if cfg is None else cfg.weight_bits
-
-
-def _swap(model, fqns, new):
-    for fqn in fqns:
-        parent, _, child = fqn.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def plan_mixed_precision(model: nn.Module, calibration_data, candidates, max_avg_bits: float) -> dict:
@@ -72,12 +66,12 @@ def plan_mixed_precision(model: nn.Module, calibration_data, candidates, max_avg
                     err[li, ci] = 0.0
                     continue
                 rtn = dataclasses.replace(c, method="rtn", act_order=False)
-                _swap(model, fqns, rtn.convert(as_linear(m)))
+                set_module(model, fqns, rtn.convert(as_linear(m)))
                 try:
                     err[li, ci] = sum(float((_output(run_batch(model, b)).float() - r).square().sum())
                                       for b, r in zip(batches, refs)) / norm
                 finally:
-                    _swap(model, fqns, m)
+                    set_module(model, fqns, m)
     sizes = [as_linear(m).weight.numel() for m, _, _ in layers]
     total = sum(sizes)
     choice = [min(range(len(candidates)), key=lambda ci: (err[li, ci], -_bits(candidates[ci])))

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import calibration, ops
 from .nn import QuantLinear
-from .quantize import QuantConfig, _plan, as_linear
+from .quantize import QuantConfig, _plan, as_linear, set_module
 
 
 def fake_quantize_weight(w: torch.Tensor, cfg: QuantConfig) -> torch.Tensor:
@@ -81,12 +81,6 @@ class FakeQuantLinear(nn.Linear):
                 f"group_size={c.group_size}, symmetric={c.symmetric}")
 
 
-def _swap(model: nn.Module, fqns, new) -> None:
-    for fqn in fqns:
-        parent, _, child = fqn.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def prepare_qat_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), filter_fn: Callable | None = None
                  ) -> nn.Module:
     """Swap (in place) every selected nn.Linear (as quantize_ selects them: a QuantConfig with
@@ -99,7 +93,7 @@ def prepare_qat_(model: nn.Module, config: QuantConfig | dict = QuantConfig(), f
         cfg.check_layer(as_linear(m))
     for m, cfg, fqns in plan:
         if not isinstance(m, FakeQuantLinear):
-            _swap(model, fqns, FakeQuantLinear.from_linear(m, cfg))
+            set_module(model, fqns, FakeQuantLinear.from_linear(m, cfg))
     return model
 
 
@@ -114,7 +108,7 @@ def convert_qat_(model: nn.Module) -> nn.Module:
                 raise TypeError("model is itself a FakeQuantLinear; use model.to_quant_linear()")
             names.setdefault(id(m), (m, []))[1].append(fqn)
     for m, fqns in names.values():
-        _swap(model, fqns, m.to_quant_linear())
+        set_module(model, fqns, m.to_quant_linear())
     return model
 
 

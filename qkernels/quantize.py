@@ -134,6 +134,13 @@ def as_linear(m: nn.Module) -> nn.Linear:
     return lin
 
 
+def set_module(model: nn.Module, fqns, new: nn.Module) -> None:
+    """Put `new` at each fully qualified name in fqns (every place a shared module is used)."""
+    for fqn in fqns:
+        parent, _, child = fqn.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
 def _tied(model: nn.Module) -> dict[int, str]:
     """{id(module): 'name of the other owner'} for layers whose weight is also another module's
     parameter (a tied lm_head shares the input embedding's weight)."""
@@ -250,7 +257,6 @@ def _convert(model: nn.Module, config, config_type, filter_fn, progress, calibra
         from . import calibration
         batches = calibration.check_batches(model, calibration_data)  # ValueError before any change
     in_plan = {id(m) for m, _, _ in plan}
-    selected = {fqn for m, _, fqns in plan for fqn in fqns}
     left = [f"{fqn} ({type(m).__name__}: not convertible)" for fqn, m in model.named_modules()
             if fqn and _linear_like(m) and not _convertible(m) and id(m) not in in_plan
             and (filter_fn is None or filter_fn(m, fqn)) and not isinstance(config, dict)]
@@ -273,9 +279,7 @@ def _convert(model: nn.Module, config, config_type, filter_fn, progress, calibra
             new = cfg.convert(as_linear(m))
         summary.bytes_after += _tensor_bytes(new)
         summary.kinds[_kind(new)] = summary.kinds.get(_kind(new), 0) + 1
-        for fqn in fqns:  # a module used at several places is replaced everywhere by one new module
-            parent, _, child = fqn.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+        set_module(model, fqns, new)  # a module used at several places is replaced everywhere
         del m, new  # the float layer is freed now unless something else still holds it
         if bar is not None:
             bar.update(1)

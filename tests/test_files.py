@@ -280,3 +280,25 @@ def test_reference_dequantization_of_the_test_packer():
     qw, qz, sc, gi = RC.pack_gptq(q, z, s, torch.arange(64) // 32)
     got = QuantLinear.from_gptq(qw, qz, sc, gi).dequantize()
     assert torch.equal(got, R.dequantize(q, s, z, "per_group", 32))
+
+
+def test_gptq_import_of_a_model_with_tied_embeddings(tmp_path):
+    """transformers / GPTQ checkpoints store a tied embedding once; the loaded model stays tied."""
+    torch.manual_seed(0)
+    cfg = _tiny_llama_config()
+    cfg.tie_word_embeddings = True
+    _write_int4_checkpoint(tmp_path, "gptq", cfg, 32)
+    for shard in tmp_path.glob("*.safetensors"):  # drop lm_head.weight as a tied checkpoint does
+        sd = load_file(shard)
+        if "lm_head.weight" in sd:
+            del sd["lm_head.weight"]
+            save_file(sd, shard, metadata={"format": "pt"})
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"].pop("lm_head.weight", None)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with torch.device("meta"):
+        skeleton = LlamaForCausalLM(cfg)
+    got = qkernels.load_quantized(skeleton, str(tmp_path))
+    assert got.lm_head.weight.data_ptr() == got.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad():
+        assert torch.isfinite(got(torch.tensor([[1, 2, 3]])).logits).all()

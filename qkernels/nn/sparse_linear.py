@@ -8,7 +8,8 @@ from .. import formats, ops
 from ._common import PackedLinear, check_size, expect_finite, expect_range, expect_tensor
 
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
-_VALUE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
+_VALUE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}  # in the qconfig
+VALUE_DTYPES = tuple(_VALUE_CODES)
 
 
 def _check_bits(weight_bits):
