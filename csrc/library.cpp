@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,24 @@ PYBIND11_MODULE(_C, m) {
     w.xcr0 = xcr0;
     return feature_names(qk::features_from_cpuid(w));
   }, "pure decoding of CPUID words (leaves as [eax, ebx, ecx, edx]) and XCR0 into feature names");
+  m.def("cpu_extensions", [] {
+    std::vector<std::string> out;
+    for (int e = 0; e < qk::kNumExts; ++e)
+      if (qk::ext_supported(static_cast<qk::Ext>(e), qk::active_isa(), qk::cpu_info().features))
+        out.push_back(qk::ext_name(static_cast<qk::Ext>(e)));
+    return out;
+  }, "the extensions (cpu_paths.def QK_EXTENSION) the active path uses on this CPU");
+  m.def("ext_names", [] {
+    std::vector<std::string> out;
+    for (int e = 0; e < qk::kNumExts; ++e) out.push_back(qk::ext_name(static_cast<qk::Ext>(e)));
+    return out;
+  }, "every extension cpu_paths.def defines");
+  m.def("tuning", [] {
+    const qk::Tuning& t = qk::tuning();
+    return std::map<std::string, int64_t>{{"bf16_dot_min_batch", t.bf16_dot_min_batch},
+                                          {"bf16_dot_min_rows", t.bf16_dot_min_rows},
+                                          {"bf16_dot_chunk_k", t.bf16_dot_chunk_k}};
+  }, "the run-time tuning choices of this process (from cpu_info; QKERNELS_TUNE_* overrides)");
   m.def("cpu_path", [] { return std::string(qk::isa_name(qk::active_isa())); }, "the path that runs now");
   m.def("set_cpu_path", [](const std::string& name) {
     const auto miss = missing(name, feature_names(qk::cpu_info().features));

@@ -47,13 +47,16 @@ def cpu_info() -> dict:
     """What qkernels knows about this CPU: 'vendor', 'model', 'features' (the CPU features the OS
     enables, as the feature model names them), 'paths' (supported_cpu_paths()), 'path' (cpu_isa())
     'missing' ({path: [features this CPU lacks]} for every path it cannot run) and 'disabled'
-    (features turned off by QKERNELS_DISABLE_CPU_FEATURES)."""
+    (features turned off by QKERNELS_DISABLE_CPU_FEATURES), 'extensions' (the optional kernels the
+    active path uses on this CPU, e.g. 'avx512_bf16': W8A16 / W4A16 on bf16 activations through
+    vdpbf16ps) and 'tuning' (the run-time tuning choices, e.g. the M from which those run)."""
     feats = list(_C.cpu_features())
     paths = supported_cpu_paths()
     return {"vendor": _C.cpu_vendor(), "model": _C.cpu_model(), "features": feats, "paths": paths,
             "path": cpu_isa(),
             "missing": {p: list(_C.missing_features(p, feats)) for p in _C.path_names() if p not in paths},
-            "disabled": list(_C.cpu_disabled_features())}
+            "disabled": list(_C.cpu_disabled_features()), "extensions": list(_C.cpu_extensions()),
+            "tuning": dict(_C.tuning())}
 
 
 def _apply_env() -> None:

@@ -27,9 +27,11 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
 
 
-def cpu_paths_def():
-    """({feature: flag}, {path: (arch, [features], [sources])}) from csrc/kernels/cpu_paths.def."""
-    feats, paths = {}, {}
+def cpu_paths_def(extensions=None):
+    """({feature: flag}, {path: (arch, [features], [sources])}) from csrc/kernels/cpu_paths.def; a
+    path extension (QK_EXTENSION) is listed under its path's name with its own sources and the
+    path's features plus its own, and also collected in `extensions` ({name: path}) when given."""
+    feats, paths, exts = {}, {}, []
     for line in open(os.path.join(ROOT, "csrc", "kernels", "cpu_paths.def")):
         m = re.match(r'QK_FEATURE\((\w+), *"([^"]*)"', line)
         if m:
@@ -37,6 +39,15 @@ def cpu_paths_def():
         m = re.match(r'QK_PATH\((\w+), *(\w+), *"([^"]*)", *"([^"]*)"', line)
         if m:
             paths[m[1]] = (m[2], m[3].split(), m[4].split())
+        m = re.match(r'QK_EXTENSION\((\w+), *(\w+), *(\w+), *"([^"]*)", *"([^"]*)"', line)
+        if m:
+            exts.append(m)
+    for m in exts:
+        arch, pfeats, _ = paths[m[1]]
+        assert arch == m[2], f"extension {m[3]}: architecture {m[2]}, its path {m[1]} is {arch}"
+        paths[f"{m[1]}+{m[3]}"] = (arch, pfeats + m[4].split(), m[5].split())
+        if extensions is not None:
+            extensions[m[3]] = m[1]
     return feats, paths
 
 
@@ -63,7 +74,7 @@ def check_flags(build, feats, paths, built):
 
 def check_no_weak_symbols(build, nm="nm"):
     objs = [os.path.join(d, f) for d, _, fs in os.walk(build) for f in fs
-            if f.endswith(".o") and "qk_path_" in d]
+            if f.endswith(".o") and ("qk_path_" in d or "qk_ext_" in d)]
     assert objs, "no path objects found"
     for o in objs:
         weak = [ln for ln in run([nm, "-C", o]).splitlines() if re.search(r" [WVu] ", ln)]
@@ -128,7 +139,7 @@ def check_register_tiles(build):
     M = 128). A tile a little over the register file spills a few (the 8-panel W4A8 decode tile
     holds 32 accumulators in 32 zmm: 3 stores per 64); the bound is half the accumulations."""
     objs = [os.path.join(d, f) for d, _, fs in os.walk(build) for f in fs
-            if f.endswith(".o") and "qk_path_" in d]
+            if f.endswith(".o") and ("qk_path_" in d or "qk_ext_" in d)]
     n = 0
     for o in objs:
         for name, body in functions(o):
@@ -164,6 +175,7 @@ def cross(build):
     check_flags(build, feats, paths, built)
     objs = [d for d, _, _ in os.walk(build) if "qk_path_" in d and d.endswith(".dir")]
     assert sorted(os.path.basename(d)[len("qk_path_"):-len(".dir")] for d in objs) == sorted(built), objs
+    assert not [d for d, _, _ in os.walk(build) if "qk_ext_" in d], "an x86 extension was built for aarch64"
     arch = run(["file", os.path.join(build, "qk_selftest")]) if shutil.which("file") else ""
     print(f"cross: aarch64 build with paths {built} {('(' + arch.split(':', 1)[1].strip()[:40] + ')') if arch else ''}")
     qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")

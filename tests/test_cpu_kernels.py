@@ -181,3 +181,75 @@ def test_gemm_rejects_mismatched_pack():
     with pytest.raises(TypeError, match="a must be int8"):
         Q.w8a8_gemm(torch.zeros(2, 16), torch.ones(2), Q.pack_int8(w, L_W8A8), L_W8A8, torch.ones(70), None, 70,
                     torch.float32)
+
+
+_BF16_DOT_CHECK = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from qkernels import reference as R
+from tolerances import EPS32, OUT_ROUNDING, fp32_dot_bound, w4a16_bound
+import qkernels
+assert qkernels.cpu_info()["tuning"] == {{"bf16_dot_min_batch": 1, "bf16_dot_min_rows": {rows}, "bf16_dot_chunk_k": 64}}
+Q = torch.ops.qkernels
+torch.manual_seed(0)
+worst, outs = 0.0, []
+for M, K, N, gs, sym in [(1, 1, 1, None, True), (2, 7, 67, 8, False), (7, 300, 129, 32, True), (13, 301, 64, 128, False),
+                         (19, 1000, 70, 64, True), (6, 129, 3, None, False), (1, 300, 600, 64, False), (1, 257, 1000, None, True)]:
+    x = torch.randn(M, K).bfloat16()
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    w_s, b = torch.rand(N) + 0.01, torch.randn(N)
+    y = Q.w8a16_linear(x, Q.pack_int8(w, "int8_w8a16_panels"), "int8_w8a16_panels", w_s, b, N).double()
+    outs.append(y.flatten())
+    exact = (x.double() @ w.double().T) * w_s.double() + b.double()
+    bound = fp32_dot_bound(x.float(), w, w_s) + exact.abs() * OUT_ROUNDING[torch.bfloat16]
+    worst = max(worst, float(((y - exact).abs() / bound).max()))
+    G, g = R.int4_groups(K, gs)
+    q = torch.randint(-8, 8, (N, K)) if sym else torch.randint(0, 16, (N, K))
+    zp = None if sym else torch.randint(0, 16, (N, G), dtype=torch.int32)
+    s = torch.rand(N, G) + 0.01
+    packed = qkernels.ops.pack_int4_weight(R.pack_int4(q), s, zp, K, gs or K, "int4_panels")
+    y = Q.w4a16_linear(x, packed, "int4_panels", b, N, gs or K).double()
+    outs.append(y.flatten())
+    exact = R.w4a16_gemm(x.float(), q, s, zp, gs, None).double() + b.double()
+    wq = q.double() - (0 if zp is None else zp.double().repeat_interleave(g, 1)[:, :K])
+    bound = w4a16_bound(x.float(), wq, s, g) + exact.abs() * (2 * EPS32 + OUT_ROUNDING[torch.bfloat16])
+    worst = max(worst, float(((y - exact).abs() / bound).max()))
+    # small integers: every sum is an exact integer, exact in bf16 up to 256 -> equal, so any wrong
+    # index, pair order or zero point shows
+    xi = torch.randint(-2, 3, (M, K)).bfloat16()
+    yi = Q.w8a16_linear(xi, Q.pack_int8(w.clamp(-2, 2), "int8_w8a16_panels"), "int8_w8a16_panels", torch.ones(N), None, N)
+    ei = xi.double() @ w.clamp(-2, 2).double().T
+    ok = ei.abs() <= 256
+    assert torch.equal(yi.double()[ok], ei[ok])
+    packed1 = qkernels.ops.pack_int4_weight(R.pack_int4(q), torch.ones(N, G), zp, K, gs or K, "int4_panels")
+    yi = Q.w4a16_linear(xi, packed1, "int4_panels", None, N, gs or K)
+    ei = xi.double() @ wq.T
+    ok = ei.abs() <= 256
+    assert torch.equal(yi.double()[ok], ei[ok])
+print(worst)
+print(torch.cat(outs).float().view(torch.int32).sum().item(), torch.cat(outs).float().view(torch.int32).double().square().sum().item())
+"""
+
+
+def test_bf16_dot_kernels_at_every_m_and_chunk_boundary():
+    """The avx512_bf16 extension's W8A16 / W4A16 kernels at every M (QKERNELS_TUNE_BF16_DOT_MIN_BATCH
+    = 1) with 64-K chunks (K runs over several chunks, groups of 8-128 split or share them, odd K
+    pads a pair, M = 1 walks 4 panels in lockstep plus a remainder): both ways of getting the bf16
+    weights (a converted scratch, and in registers) are within the bounds, and agree bit for bit,
+    as their sums are the same sequence of operations."""
+    import os, subprocess, sys
+    import qkernels
+    if "avx512_bf16" not in qkernels.cpu_info()["extensions"]:
+        pytest.skip("no avx512_bf16 extension on this host's path")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    sums = []
+    for rows in (1, 100000):  # every task converted / every task direct
+        env = {**os.environ, "QKERNELS_TUNE_BF16_DOT_MIN_BATCH": "1", "QKERNELS_TUNE_BF16_DOT_MIN_ROWS": str(rows),
+               "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "64"}
+        r = subprocess.run([sys.executable, "-c", _BF16_DOT_CHECK.format(tests=tests, rows=rows)], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        worst, check = r.stdout.strip().splitlines()[-2:]
+        assert float(worst) <= 1.0
+        sums.append(check)
+    assert sums[0] == sums[1]

@@ -170,3 +170,39 @@ def test_every_supported_path_runs(isa):
     Q, L = torch.ops.qkernels, "int8_w8a8_panels"
     y = Q.w8a8_gemm(a, torch.ones(3), Q.pack_int8(w, L), L, torch.ones(9), None, 9, torch.float32)
     assert qkernels.cpu_isa() == isa and torch.equal(y, R.int8_matmul(a, w).float())
+
+
+def test_extensions_follow_the_cpu_and_the_active_path():
+    """The avx512_bf16 extension (W8A16 / W4A16 on bf16 activations via vdpbf16ps) is used exactly
+    when the active path is avx512_vnni and the CPU also reports avx512_bf16; turning the feature
+    off removes it and the kernels still run (on the path's own fp32 kernels), within the same bound."""
+    assert set(_C.ext_names()) == {"avx512_bf16"}
+    info = qkernels.cpu_info()
+    want = info["path"] == "avx512_vnni" and "avx512_bf16" in info["features"]
+    assert info["extensions"] == (["avx512_bf16"] if want else [])
+    t = info["tuning"]
+    assert t["bf16_dot_min_batch"] >= 1 and t["bf16_dot_min_rows"] >= 1 and t["bf16_dot_chunk_k"] % 2 == 0
+    prev = qkernels.cpu_isa()
+    try:
+        for p in qkernels.supported_cpu_paths():
+            qkernels.set_cpu_isa(p)
+            assert ("avx512_bf16" in qkernels.cpu_info()["extensions"]) == (want and p == "avx512_vnni")
+    finally:
+        qkernels.set_cpu_isa(prev)
+    if not want:
+        pytest.skip("this host's default path has no avx512_bf16 extension")
+    code = ("import qkernels, json, torch; from torch import nn; torch.manual_seed(0); "
+            "l = nn.Linear(300, 70); x = torch.randn(16, 300).bfloat16(); "
+            "y = [qkernels.QuantLinear.from_float(l, weight_bits=b, act_bits=None, group_size=g)(x).float().tolist() "
+            "for b, g in ((8, None), (4, 64))]; print(json.dumps([qkernels.cpu_info(), y]))")
+    (on, y_on), _ = _run({}, code)
+    (off, y_off), _ = _run({"QKERNELS_DISABLE_CPU_FEATURES": "avx512_bf16"}, code)
+    assert on["extensions"] == ["avx512_bf16"] and off["extensions"] == [] and off["path"] == "avx512_vnni"
+    for a, b in zip(y_on, y_off):  # both fp32 sums of exact products, rounded to bf16
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=2 ** -7, atol=1e-3)
+
+
+def test_tuning_overrides_from_the_environment():
+    info, _ = _run({"QKERNELS_TUNE_BF16_DOT_MIN_BATCH": "0", "QKERNELS_TUNE_BF16_DOT_MIN_ROWS": "1",
+                    "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257"})
+    assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256}

@@ -122,7 +122,7 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                    float acc[][kPanelN]) {
     for (int half = 0; half < 2; ++half)
-      gemm_f32s8f32_mrx32_avx2<R>(g.x + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+      gemm_f32s8f32_mrx32_avx2<R>(static_cast<const float*>(g.x) + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
   }, w8a16_epilogue(g));
 }
 

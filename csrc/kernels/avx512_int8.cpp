@@ -133,7 +133,7 @@ QK_UKERNEL void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const in
 void gemm_w8a16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   drive<6, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                    float acc[][kPanelN]) {
-    gemm_f32s8f32_mrx64_avx512<R>(g.x + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc);
+    gemm_f32s8f32_mrx64_avx512<R>(static_cast<const float*>(g.x) + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc);
   }, w8a16_epilogue(g));
 }
 

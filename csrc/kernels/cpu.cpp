@@ -48,6 +48,19 @@ const PathSpec kPaths[] = {
 #undef QK_PATH
 };
 
+struct ExtSpec {
+  const char* name;
+  Isa path;
+  const char* features;  // beyond the path's own
+  bool built;
+};
+
+const ExtSpec kExts[] = {
+#define QK_EXTENSION(path, arch, name, features, sources) {#name, Isa::path, features, QK_ARCH_##arch},
+#include "cpu_paths.def"
+#undef QK_EXTENSION
+};
+
 static_assert(sizeof(kFeatures) / sizeof(kFeatures[0]) == kNumFeatures, "feature table");
 constexpr bool leaves_read() {
   for (const FeatureSpec& f : kFeatures)
@@ -59,18 +72,35 @@ static_assert(sizeof(kPaths) / sizeof(kPaths[0]) == kNumPaths, "path table");
 
 constexpr FeatureSet bit(Feature f) { return FeatureSet(1) << static_cast<int>(f); }
 
+FeatureSet parse_features(const char* list) {
+  FeatureSet r = 0;
+  std::istringstream words(list);
+  std::string w;
+  while (words >> w) {
+    Feature f;
+    if (!feature_from_name(w, &f)) std::abort();  // a typo in cpu_paths.def
+    r |= bit(f);
+  }
+  return r;
+}
+
 // Each path's required features, parsed once from its space-separated list.
 const FeatureSet* required_table() {
   static const std::vector<FeatureSet> req = [] {
     std::vector<FeatureSet> r(kNumPaths, 0);
-    for (int p = 0; p < kNumPaths; ++p) {
-      std::istringstream words(kPaths[p].features);
-      std::string w;
-      while (words >> w) {
-        Feature f;
-        if (!feature_from_name(w, &f)) std::abort();  // a typo in cpu_paths.def
-        r[p] |= bit(f);
-      }
+    for (int p = 0; p < kNumPaths; ++p) r[p] = parse_features(kPaths[p].features);
+    return r;
+  }();
+  return req.data();
+}
+
+// Each extension's features on top of its path's.
+const FeatureSet* ext_table() {
+  static const std::vector<FeatureSet> req = [] {
+    std::vector<FeatureSet> r(kNumExts + 1, 0);
+    for (int e = 0; e < kNumExts; ++e) {
+      if (kExts[e].built != kPaths[static_cast<int>(kExts[e].path)].built) std::abort();  // arch mismatch
+      r[e] = parse_features(kExts[e].features) | required_table()[static_cast<int>(kExts[e].path)];
     }
     return r;
   }();
@@ -167,6 +197,15 @@ FeatureSet features_from_cpuid(const CpuidWords& w) {
 }
 
 bool path_built(Isa isa) { return kPaths[static_cast<int>(isa)].built; }
+
+const char* ext_name(Ext e) { return kExts[static_cast<int>(e)].name; }
+Isa ext_path(Ext e) { return kExts[static_cast<int>(e)].path; }
+
+bool ext_supported(Ext e, Isa isa, FeatureSet features) {
+  const ExtSpec& x = kExts[static_cast<int>(e)];
+  const FeatureSet need = ext_table()[static_cast<int>(e)];
+  return x.path == isa && x.built && (need & features) == need;
+}
 
 std::vector<Feature> missing_features(Isa isa, FeatureSet features) {
   std::vector<Feature> out;

@@ -26,6 +26,15 @@ enum class Isa : int {
 };
 constexpr int kNumPaths = static_cast<int>(Isa::count_);
 
+// Optional kernels of a path (QK_EXTENSION lines), in cpu_paths.def order.
+enum class Ext : int {
+#define QK_EXTENSION(path, arch, name, features, sources) name,
+#include "cpu_paths.def"
+#undef QK_EXTENSION
+  count_
+};
+constexpr int kNumExts = static_cast<int>(Ext::count_);
+
 const char* feature_name(Feature f);
 bool feature_from_name(const std::string& name, Feature* out);
 const char* isa_name(Isa isa);
@@ -47,6 +56,11 @@ FeatureSet features_from_cpuid(const CpuidWords& w);
 std::vector<Isa> supported_paths(FeatureSet features);
 std::vector<Feature> missing_features(Isa isa, FeatureSet features);
 bool path_built(Isa isa);  // false for paths of another architecture (e.g. AVX-512 on aarch64)
+const char* ext_name(Ext e);
+Isa ext_path(Ext e);
+// Pure: whether path `isa` may call extension e's kernels on a CPU with `features` (e belongs to
+// isa, is built, and `features` hold both the path's and the extension's).
+bool ext_supported(Ext e, Isa isa, FeatureSet features);
 
 // This machine.
 struct CpuInfo {

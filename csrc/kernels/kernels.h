@@ -75,7 +75,7 @@ struct W8A8Args {
 };
 
 struct W8A16Args {
-  const float* x;        // [M][ldx] fp32 activations
+  const void* x;         // [M][ldx] fp32 activations (bf16, ldx even, for ExtKernels::gemm_w8a16_bf16)
   int64_t ldx;
   const int8_t* w;       // packed panels (w8a16 layout)
   int64_t K, N;
@@ -128,7 +128,7 @@ void quantize_w4_clip_search(const float* w, int64_t rows, int64_t K, int64_t gk
 //          small integer u - zz, so large terms never cancel and Inf / NaN propagate as in the
 //          exact sum (fp32, not bit-exact; the reference states the bound).
 struct W4Args {
-  const void* a;          // int8 (W4A8) or fp32 (W4A16) rows, stride lda
+  const void* a;          // int8 (W4A8), fp32 (W4A16) or bf16 (ExtKernels::gemm_w4a16_bf16) rows, stride lda
   int64_t lda;            // = Kp
   const float* a_scale;   // [M] (W4A8 only)
   const int32_t* asum;    // [M][G] (W4A8 only)
@@ -196,5 +196,33 @@ struct Kernels {
 // The table of a path built into this binary (path_built(isa)); each is defined in the path's own
 // translation units as kernels_<name>, compiled with the flags of its features (cpu_paths.def).
 const Kernels& kernels(Isa isa);
+
+// A path extension's kernels (QK_EXTENSION in cpu_paths.def); a null entry is one it lacks.
+//   bf16 dot (avx512_bf16): W8A16 / W4A16 on bf16 activation rows (padded with zeros to an even
+//   K, Kp for W4), weights converted to bf16 (int8 and u - zz are exact in bf16) and multiplied by
+//   vdpbf16ps: exact products, fp32 sums. Same contracts and bounds as the fp32 kernels
+//   (reference.w8a16_gemm / w4a16_gemm): fp32 sums of exact products (denormal inputs and sums
+//   flush to zero, far inside the bounds' absolute term). The op layer sends bf16 x there from
+//   tuning().bf16_dot_min_batch rows on.
+struct ExtKernels {
+  Ext ext;
+  void (*gemm_w8a16_bf16)(const W8A16Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+  void (*gemm_w4a16_bf16)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
+};
+// Tuning choices of this process, made at run time from cpu_info() (never from the build machine);
+// QKERNELS_TUNE_<NAME> (e.g. QKERNELS_TUNE_BF16_DOT_MIN_ROWS=1) overrides one, for measuring.
+struct Tuning {
+  int64_t bf16_dot_min_batch; // bf16 x: the bf16-dot kernels from this M on, the path's fp32 kernels
+                              // below (1: every M, so a row's result never depends on its batch)
+  int64_t bf16_dot_min_rows;  // bf16-dot kernels: tasks of this many rows convert weights into a
+                              // scratch once per chunk; fewer rows convert them in registers
+  int64_t bf16_dot_chunk_k;   // K values per chunk (even; W4: whole groups). Part of the W8A16 sum
+                              // order (per-chunk partial sums), the same for every M
+};
+const Tuning& tuning();
+
+// The extension kernels path `isa` may use on this CPU (ext_supported with cpu_info().features),
+// or nullptr.
+const ExtKernels* ext_kernels(Isa isa);
 
 }  // namespace qk

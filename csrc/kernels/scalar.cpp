@@ -31,7 +31,7 @@ void gemm_w8a8_scalar(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int
 void gemm_w8a16_scalar(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   drive<1, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto, int64_t m, const uint8_t* w8,
                                                                    float acc[][kPanelN]) {
-    const float* x = g.x + m * g.ldx;
+    const float* x = static_cast<const float*>(g.x) + m * g.ldx;
     const int8_t* wp = reinterpret_cast<const int8_t*>(w8);
     for (int64_t n = 0; n < kPanelN; ++n) acc[0][n] = 0.0f;
     for (int64_t k = 0; k < g.K; ++k)

@@ -92,6 +92,13 @@ Tensor float_rows(const Tensor& x_in, int64_t Kp, const float* input_scale) {
   return buf;
 }
 
+Tensor bf16_rows(const Tensor& x, int64_t Kp) {
+  if (x.size(1) == Kp) return x.contiguous();
+  Tensor buf = at::zeros({x.size(0), Kp}, x.options());
+  buf.narrow(1, 0, x.size(1)).copy_(x);
+  return buf;
+}
+
 ActPrep act_prep(const std::optional<Tensor>& input_scale, const std::optional<Tensor>& act_scale, int64_t K,
                  bool int8_acts, Tensor& hold) {
   ActPrep prep;

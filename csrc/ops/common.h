@@ -37,6 +37,19 @@ qk::W4Geom w4_geometry(int64_t K, int64_t group_size);
 
 inline const qk::Kernels& active() { return qk::kernels(qk::active_isa()); }
 
+// The bf16-dot kernel of the active path for activations x, or nullptr: the path has the extension
+// on this CPU, x is bf16, there is no input_scale (its product with x is not a bf16 value) and M
+// reaches tuning().bf16_dot_min_batch (below it the fp32 kernels, which convert each weight in
+// registers with fewer instructions, decode faster; both keep the same contract and bound).
+template <typename Args>
+using GemmFn = void (*)(const Args&, int64_t, int64_t, int64_t, int64_t);
+template <typename Args>
+GemmFn<Args> bf16_dot_kernel(const Tensor& x, bool input_scale, GemmFn<Args> qk::ExtKernels::*entry) {
+  if (x.scalar_type() != at::kBFloat16 || input_scale || x.size(0) < qk::tuning().bf16_dot_min_batch) return nullptr;
+  const qk::ExtKernels* ext = qk::ext_kernels(qk::active_isa());
+  return ext ? ext->*entry : nullptr;
+}
+
 // The calibrated activation preparation (SmoothQuant / AWQ / static scales): x times a per-input-
 // channel scale (input_scale fp32 [K], null: none) and, for int8 activations, one static
 // per-tensor scale instead of each row's amax / 127 (static_scale > 0; 0: dynamic).
@@ -82,6 +95,8 @@ void quantize_rows(const qk::Kernels& kt, const Tensor& x, int8_t* dst, int64_t 
 // Float activations (fp32 or bf16, [M, K]) as fp32 rows [M, Kp] padded with zeros, one pass per row.
 // With input_scale (fp32 [K]) each value is multiplied by its channel's scale in the same pass.
 Tensor float_rows(const Tensor& x, int64_t Kp, const float* input_scale = nullptr);
+// bf16 activations [M, K] as rows of Kp >= K values padded with zeros (x itself when Kp = K).
+Tensor bf16_rows(const Tensor& x, int64_t Kp);
 
 // Tasks are (row chunk, panel range) pairs; each output element is computed by exactly one task
 // with a fixed reduction order, so results depend neither on the thread count nor on the split.

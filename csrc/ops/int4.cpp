@@ -137,6 +137,12 @@ Tensor w4a16_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_
   Tensor hold;
   const ActPrep prep = act_prep(input_scale, act_scale, x_in.size(1), false, hold);
   if (x_in.size(0) == 0) return out;
+  if (auto gemm = bf16_dot_kernel(x_in, prep.input_scale, &qk::ExtKernels::gemm_w4a16_bf16)) {
+    const Tensor xb = bf16_rows(x_in, geo.Kp());
+    qk::W4Args g{xb.data_ptr(), geo.Kp(), nullptr, nullptr, nullptr, geo.G, geo.gk, N, nullptr, nullptr, 0, false};
+    run_panels(gemm, g, w_packed, bias, out);
+    return out;
+  }
   const Tensor xbuf = float_rows(x_in, geo.Kp(), prep.input_scale);
   qk::W4Args g{xbuf.data_ptr<float>(), geo.Kp(), nullptr, nullptr, nullptr, geo.G, geo.gk, N, nullptr, nullptr, 0, false};
   run_panels(active().gemm_w4a16, g, w_packed, bias, out);

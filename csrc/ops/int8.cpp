@@ -149,9 +149,15 @@ Tensor w8a16_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_
   const ActPrep prep = act_prep(input_scale, act_scale, K, false, hold);
   Tensor out = at::empty({M, N}, x_in.options());
   if (M == 0) return out;
+  const Tensor ws = w_scale.contiguous();
+  if (auto gemm = bf16_dot_kernel(x_in, prep.input_scale, &qk::ExtKernels::gemm_w8a16_bf16)) {
+    const Tensor x = bf16_rows(x_in, qk::round_up(K, 2));  // bf16 rows of an even length
+    qk::W8A16Args g{x.data_ptr(), x.size(1), nullptr, K, N, ws.data_ptr<float>(), nullptr, nullptr, 0, false};
+    run_panels(gemm, g, w_packed, bias, out);
+    return out;
+  }
   // fp32 rows: x itself (fp32), or widened / scaled by input_scale in one pass
   const Tensor x = prep.input_scale ? float_rows(x_in, K, prep.input_scale) : x_in.to(at::kFloat).contiguous();
-  const Tensor ws = w_scale.contiguous();
   qk::W8A16Args g{x.data_ptr<float>(), K, nullptr, K, N, ws.data_ptr<float>(), nullptr, nullptr, 0, false};
   run_panels(active().gemm_w8a16, g, w_packed, bias, out);
   return out;

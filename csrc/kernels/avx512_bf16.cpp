@@ -1,0 +1,351 @@
+// AVX-512 VNNI path, avx512_bf16 extension (flags: the path's plus -mavx512bf16): W8A16 and W4A16
+// on bf16 activations with vdpbf16ps.
+//
+// Integer weights are exact in bf16 (int8 values, and u - zz in [-15, 15]), so a bf16 dot of bf16
+// activations with them multiplies exactly and sums in fp32: the fp32 kernels' contract, at twice
+// the multiply rate of fp32 FMA. Weights become bf16 pair vectors (per k pair, 16 columns, each
+// dword = bf16 w[n][k] low | bf16 w[n][k + 1] high), multiplied with the dword x[k] | x[k + 1]
+// of each row broadcast. Two ways to get them, one arithmetic:
+//   - direct (tasks of fewer than tuning().bf16_dot_min_rows rows: small batches, row splits, and
+//     decode when tuning().bf16_dot_min_batch is 1): each weight is converted in registers as it
+//     streams in; M = 1 walks 4 panels in lockstep;
+//   - converted (more rows): a task converts each panel once per chunk of tuning().bf16_dot_chunk_k
+//     K values (W4A16: whole groups) into a scratch of pair vectors (256 bytes per k pair) and
+//     runs all its rows over it in 6 x 64 tiles, so the conversion is amortized over M.
+// Sums, in both: per chunk (W8A16) or group (W4A16) an fp32 register sum over the k pairs in
+// order, then added to the row's fp32 sum (times the group scale for W4A16, no FMA). The sequence
+// of operations per output is the same in both, so a row's result does not depend on M or on the
+// batch it is in.
+#include <cstdlib>
+#include <new>
+
+#include "avx512.h"
+
+namespace qk {
+namespace {
+
+// c += dot2(bf16 w, bf16 x[0..1] broadcast from memory), kept in its register (see dpbusd).
+inline void dpbf16_bcast(__m512& c, __m512i w, const uint16_t* x2) {
+  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x2)));
+}
+
+// ---- weights to bf16 pair vectors ------------------------------------------------------------------
+// bf16 bits of small integers held as fp32: the high half (exact: at most 8 significant bits).
+inline __m512i pair_bf16(__m512 lo, __m512 hi) {
+  return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(_mm512_castps_si512(lo), 16), _mm512_castps_si512(hi));
+}
+inline __m512 i8_to_f32(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// W8A16 panel rows k and k + 1 ([k][64] int8; `pair` false: row k + 1 is past K and counts as 0)
+// as 4 pair vectors (columns 16j .. 16j + 15).
+inline void w8_pair(const int8_t* row, bool pair, __m512i w[4]) {
+  QK_UNROLL
+  for (int j = 0; j < 4; ++j)
+    w[j] = pair_bf16(i8_to_f32(row + 16 * j), pair ? i8_to_f32(row + kPanelN + 16 * j) : _mm512_setzero_ps());
+}
+
+// The W4 table: bf16 (i - 16) for i in [0, 32), for vpermw.
+inline __m512i w4_table() {
+  alignas(64) uint16_t tab[32];
+  for (int i = 0; i < 32; ++i) {
+    const float f = float(i - 16);
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    tab[i] = uint16_t(b >> 16);
+  }
+  return _mm512_load_si512(tab);
+}
+// Per 16-column block j of a group block (see kernels.h) the word pair offset 16 - zz of each column.
+inline void w4_zoff(const uint8_t* blk, int64_t gk, __m512i zoff[4]) {
+  QK_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    const __m512i z = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32 * gk + 4 * kPanelN + 16 * j)));
+    zoff[j] = _mm512_sub_epi32(_mm512_set1_epi32(0x00100010), _mm512_mullo_epi32(z, _mm512_set1_epi32(0x00010001)));
+  }
+}
+// One 64-byte load of a k8 step (16 columns x 8 k) as the pair vectors of its k pairs 0..3: the low
+// and high nibbles are two k quads; words (u_even, u_odd) of each pair are offset by 16 - zz and
+// mapped through the table by vpermw.
+inline void w4_k8(__m512i v, __m512i zoff, __m512i table, __m512i w[4]) {
+  const __m512i m0f = _mm512_set1_epi8(0x0f), m00ff = _mm512_set1_epi32(0x00ff00ff);
+  QK_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const __m512i u = _mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, m0f);  // bytes u[k0..k3]
+    const __m512i e = _mm512_and_si512(u, m00ff);                                // words u0, u2
+    const __m512i o = _mm512_and_si512(_mm512_srli_epi32(u, 8), m00ff);          // words u1, u3
+    const __m512i p01 = _mm512_mask_blend_epi16(0xAAAAAAAAu, e, _mm512_slli_epi32(o, 16));
+    const __m512i p23 = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(e, 16), o);
+    w[2 * half] = _mm512_permutexvar_epi16(_mm512_add_epi16(p01, zoff), table);
+    w[2 * half + 1] = _mm512_permutexvar_epi16(_mm512_add_epi16(p23, zoff), table);
+  }
+}
+
+// ---- the shared tail: register sums into the rows' fp32 sums ----------------------------------
+// y[t] += c[t] (scale null) or y[t] = y[t] + c[t] * scale (W4A16 group), t = q * MR + r.
+template <int T>
+inline void add_sums(__m512 (&c)[T][4], const float* const* scale, int MR, float* y, int64_t ldy) {
+  QK_UNROLL
+  for (int t = 0; t < T; ++t)
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      float* yt = y + t * ldy + 16 * j;
+      const __m512 v = scale ? _mm512_mul_ps(c[t][j], _mm512_loadu_ps(scale[t / MR] + 16 * j)) : c[t][j];
+      _mm512_storeu_ps(yt, _mm512_add_ps(_mm512_loadu_ps(yt), v));
+    }
+}
+
+// ---- converted: MR rows over a chunk of pair vectors --------------------------------------------
+template <int MR>
+QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx, const uint16_t* wb, int64_t kk2,
+                                                  const float* scale, float* y, int64_t ldy) {
+  __m512 c[MR][4];
+  QK_UNROLL
+  for (int r = 0; r < MR; ++r)
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < kk2; ++kk) {
+    const uint16_t* w = wb + kk * 128;
+    __m512i wv[4];
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) wv[j] = _mm512_load_si512(w + 32 * j);
+    QK_UNROLL
+    for (int r = 0; r < MR; ++r)
+      QK_UNROLL
+      for (int j = 0; j < 4; ++j) dpbf16_bcast(c[r][j], wv[j], x + r * ldx + 2 * kk);
+  }
+  const float* sc[1] = {scale};
+  add_sums<MR>(c, scale ? sc : nullptr, MR, y, ldy);
+}
+
+// Rows [m0, m1) in tiles of 6 over one converted chunk (or group) of kk2 k pairs; y row 0 is m0.
+inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb, int64_t kk2,
+                           const float* scale, float* y) {
+  for (int64_t m = m0; m < m1; m += 6) {
+    const int mr = int(std::min<int64_t>(6, m1 - m));
+    with_tile<6>(mr, [&](auto R) {
+      gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, kk2, scale, y + (m - m0) * kPanelN, kPanelN);
+    });
+  }
+}
+
+// ---- direct: MR rows x NP panels, weights converted in registers ---------------------------------
+// W8A16 k pairs [k0, k1) of NP panels (pb bytes apart); y[q * MR + r] += the chunk's sums.
+template <int MR, int NP>
+QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx, const int8_t* wp, int64_t pb,
+                                                  int64_t k0, int64_t k1, int64_t K, float* y) {
+  __m512 c[MR * NP][4];
+  QK_UNROLL
+  for (int t = 0; t < MR * NP; ++t)
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) c[t][j] = _mm512_setzero_ps();
+  for (int64_t k = k0; k < k1; k += 2) {
+    QK_UNROLL
+    for (int q = 0; q < NP; ++q) {
+      const int8_t* row = wp + q * pb + k * kPanelN;
+      _mm_prefetch(reinterpret_cast<const char*>(row) + QK_PF16, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row) + QK_PF16 + 64, _MM_HINT_T0);
+      __m512i w[4];
+      w8_pair(row, k + 1 < K, w);
+      QK_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QK_UNROLL
+        for (int j = 0; j < 4; ++j) dpbf16_bcast(c[q * MR + r][j], w[j], x + r * ldx + k);
+    }
+  }
+  add_sums<MR * NP>(c, nullptr, MR, y, kPanelN);
+}
+
+// W4A16 group `grp` of NP panels in lockstep; y[q * MR + r] = y + the group's sums * scale.
+template <int MR, int NP>
+QK_UKERNEL void gemm_bf16u4f32_mrxnp64_avx512bf16(const uint16_t* xg, int64_t ldx, const uint8_t* wp, int64_t pb,
+                                                  int64_t grp, int64_t gk, float* y) {
+  const int64_t gb = w4_group_bytes(gk);
+  const __m512i table = w4_table();
+  alignas(64) __m512i zoff[NP][4];  // read back per use: registers are for the sums
+  const uint8_t* blk[NP];
+  const float* scale[NP];
+  QK_UNROLL
+  for (int q = 0; q < NP; ++q) {
+    blk[q] = wp + q * pb + grp * gb;
+    scale[q] = reinterpret_cast<const float*>(blk[q] + 32 * gk);
+    w4_zoff(blk[q], gk, zoff[q]);
+  }
+  __m512 c[MR * NP][4];
+  QK_UNROLL
+  for (int t = 0; t < MR * NP; ++t)
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) c[t][j] = _mm512_setzero_ps();
+  for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+    QK_UNROLL
+    for (int q = 0; q < NP; ++q) {
+      prefetch_panel_step(blk[q] + k8 * 256, QK_PF16);
+      QK_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        __m512i w[4];
+        w4_k8(_mm512_loadu_si512(blk[q] + k8 * 256 + 64 * j), zoff[q][j], table, w);
+        QK_UNROLL
+        for (int t = 0; t < 4; ++t)
+          QK_UNROLL
+          for (int r = 0; r < MR; ++r) dpbf16_bcast(c[q * MR + r][j], w[t], xg + r * ldx + 8 * k8 + 2 * t);
+      }
+    }
+  }
+  add_sums<MR * NP>(c, scale, MR, y, kPanelN);
+}
+
+// ---- per-thread buffers (64-byte aligned): the converted chunk and the task's row sums -----------
+template <typename T>
+struct Buffer {
+  T* p = nullptr;
+  int64_t n = 0;
+  ~Buffer() { std::free(p); }
+  T* get(int64_t need) {
+    if (need > n) {
+      std::free(p);
+      p = static_cast<T*>(std::aligned_alloc(64, round_up(need * int64_t(sizeof(T)), 64)));
+      if (!p) throw std::bad_alloc();
+      n = need;
+    }
+    return p;
+  }
+};
+struct Scratch {
+  Buffer<uint16_t> wbuf;
+  Buffer<float> ybuf;
+  uint16_t* w = nullptr;
+  float* y = nullptr;
+  void size(int64_t wn, int64_t yn) {  // y zeroed
+    w = wbuf.get(wn);
+    y = ybuf.get(yn);
+    std::fill(y, y + yn, 0.0f);
+  }
+};
+inline Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// ---- W8A16 ---------------------------------------------------------------------------------------
+void convert_w8(const int8_t* panel, int64_t k0, int64_t k1, int64_t K, uint16_t* wb) {
+  for (int64_t k = k0; k < k1; k += 2) {
+    __m512i w[4];
+    w8_pair(panel + k * kPanelN, k + 1 < K, w);
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) _mm512_store_si512(wb + (k - k0) / 2 * 128 + 32 * j, w[j]);
+  }
+}
+
+void gemm_w8a16_bf16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const uint16_t* x = static_cast<const uint16_t*>(g.x);
+  const int64_t K = g.K, K2 = round_up(K, 2), chunk = tuning().bf16_dot_chunk_k, pb = w8a16_panel_bytes(K);
+  const int64_t rows = m1 - m0;
+  auto epi = w8a16_epilogue(g);
+  Scratch& s = scratch();
+  if (rows < tuning().bf16_dot_min_rows) {  // direct
+    constexpr int NP = 4;  // panels in lockstep at M = 1 (4 x 4 sums leave registers for the conversion)
+    s.size(0, NP * rows * kPanelN);
+    for (int64_t p = p0; p < p1; p += (rows == 1 ? NP : 1)) {
+      const int np = rows == 1 ? int(std::min<int64_t>(NP, p1 - p)) : 1;
+      std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
+      const int8_t* wp = g.w + p * pb;
+      for (int64_t k0 = 0; k0 < K2; k0 += chunk) {
+        const int64_t k1 = std::min(K2, k0 + chunk);
+        if (rows == 1)
+          with_tile<NP>(np, [&](auto N) { gemm_bf16s8f32_mrxnp64_avx512bf16<1, N>(x + m0 * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y); });
+        else
+          for (int64_t m = m0; m < m1; m += 6) {
+            const int mr = int(std::min<int64_t>(6, m1 - m));
+            with_tile<6>(mr, [&](auto R) {
+              gemm_bf16s8f32_mrxnp64_avx512bf16<R, 1>(x + m * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y + (m - m0) * kPanelN);
+            });
+          }
+      }
+      for (int q = 0; q < np; ++q)
+        for (int64_t m = m0; m < m1; ++m) epi(m, p + q, s.y + (q * rows + (m - m0)) * kPanelN);
+    }
+    return;
+  }
+  for (int64_t p = p0; p < p1; ++p) {  // converted
+    const int8_t* panel = g.w + p * pb;
+    s.size(std::min(K2, chunk) * kPanelN, rows * kPanelN);
+    for (int64_t k0 = 0; k0 < K2; k0 += chunk) {
+      const int64_t k1 = std::min(K2, k0 + chunk);
+      convert_w8(panel, k0, std::min(k1, K), K, s.w);
+      rows_converted(x + k0, g.ldx, m0, m1, s.w, (k1 - k0) / 2, nullptr, s.y);
+    }
+    for (int64_t m = m0; m < m1; ++m) epi(m, p, s.y + (m - m0) * kPanelN);
+  }
+}
+
+// ---- W4A16 ---------------------------------------------------------------------------------------
+void convert_w4(const uint8_t* blk, int64_t gk, uint16_t* wb) {
+  const __m512i table = w4_table();
+  __m512i zoff[4];
+  w4_zoff(blk, gk, zoff);
+  for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      __m512i w[4];
+      w4_k8(_mm512_loadu_si512(blk + k8 * 256 + 64 * j), zoff[j], table, w);
+      QK_UNROLL
+      for (int t = 0; t < 4; ++t) _mm512_store_si512(wb + (4 * k8 + t) * 128 + 32 * j, w[t]);
+    }
+  }
+}
+
+void gemm_w4a16_bf16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  const uint16_t* x = static_cast<const uint16_t*>(g.a);
+  const int64_t pb = w4_panel_bytes(g.G, g.gk), gb = w4_group_bytes(g.gk), rows = m1 - m0;
+  auto epi = w4_epilogue<false>(g);
+  Scratch& s = scratch();
+  if (rows < tuning().bf16_dot_min_rows) {  // direct
+    constexpr int NP = 4;  // panels in lockstep at M = 1 (4 x 4 sums leave registers for the conversion)
+    s.size(0, NP * rows * kPanelN);
+    for (int64_t p = p0; p < p1; p += (rows == 1 ? NP : 1)) {
+      const int np = rows == 1 ? int(std::min<int64_t>(NP, p1 - p)) : 1;
+      std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
+      const uint8_t* wp = g.w + p * pb;
+      for (int64_t grp = 0; grp < g.G; ++grp) {
+        const uint16_t* xg = x + grp * g.gk;
+        if (rows == 1)
+          with_tile<NP>(np, [&](auto N) { gemm_bf16u4f32_mrxnp64_avx512bf16<1, N>(xg + m0 * g.lda, g.lda, wp, pb, grp, g.gk, s.y); });
+        else
+          for (int64_t m = m0; m < m1; m += 6) {
+            const int mr = int(std::min<int64_t>(6, m1 - m));
+            with_tile<6>(mr, [&](auto R) {
+              gemm_bf16u4f32_mrxnp64_avx512bf16<R, 1>(xg + m * g.lda, g.lda, wp, pb, grp, g.gk, s.y + (m - m0) * kPanelN);
+            });
+          }
+      }
+      for (int q = 0; q < np; ++q)
+        for (int64_t m = m0; m < m1; ++m) epi(m, p + q, s.y + (q * rows + (m - m0)) * kPanelN);
+    }
+    return;
+  }
+  const int64_t per_chunk = std::max<int64_t>(1, tuning().bf16_dot_chunk_k / g.gk);  // groups converted at a time
+  for (int64_t p = p0; p < p1; ++p) {  // converted
+    const uint8_t* panel = g.w + p * pb;
+    s.size(std::min(per_chunk, g.G) * g.gk * kPanelN, rows * kPanelN);
+    for (int64_t g0 = 0; g0 < g.G; g0 += per_chunk) {
+      const int64_t g1 = std::min(g.G, g0 + per_chunk);
+      for (int64_t q = g0; q < g1; ++q) convert_w4(panel + q * gb, g.gk, s.w + (q - g0) * g.gk * kPanelN);
+      // group by group for each row tile: the chunk stays in L2, the tile's sums in registers
+      for (int64_t m = m0; m < m1; m += 6) {
+        const int64_t me = std::min(m1, m + 6);
+        for (int64_t q = g0; q < g1; ++q)
+          rows_converted(x + q * g.gk, g.lda, m, me, s.w + (q - g0) * g.gk * kPanelN, g.gk / 2,
+                         reinterpret_cast<const float*>(panel + q * gb + 32 * g.gk), s.y + (m - m0) * kPanelN);
+      }
+    }
+    for (int64_t m = m0; m < m1; ++m) epi(m, p, s.y + (m - m0) * kPanelN);
+  }
+}
+
+}  // namespace
+
+extern const ExtKernels kernels_avx512_vnni_avx512_bf16 = {Ext::avx512_bf16, gemm_w8a16_bf16_avx512,
+                                                           gemm_w4a16_bf16_avx512};
+
+}  // namespace qk
