@@ -194,6 +194,8 @@ def test_observers_clip_heavy_tails_that_minmax_keeps():
     assert mm == pytest.approx(400 / 127)
     for obs in ("kl", "percentile"):
         assert qkernels.calibration.observe(st, None, obs) < 0.2 * mm, obs
+    p = float(torch.quantile(x.abs().flatten(), 0.99999)) / 127  # the 99.999th percentile (onnxruntime's)
+    assert qkernels.calibration.observe(st, None, "percentile") == pytest.approx(p, rel=1e-6)
     assert qkernels.calibration.observe(st, None, "mse") <= mm  # its squared clipping error counts
     lap = torch.distributions.Laplace(0.0, 1.0).sample((4096, 64))  # a heavy tail everywhere: MSE clips
     st2 = qkernels.calibration.LayerStats(64)
