@@ -45,6 +45,20 @@ def dram_read_bandwidth(threads=None, streams=1):
     return probes.dram_read_gbs(threads or torch.get_num_threads(), streams)
 
 
+# Sequential weight streams per thread of each qkernels kernel at M = 1 (the panels its decode kernel
+# walks in lockstep, csrc/kernels): a DRAM row's %pk compares with a probe of as many streams.
+DECODE_STREAMS = {"W8A8": 1, "W8A16": 1, "W4A8": 8, "W4A16": 6, "2:4 f32": 4, "2:4 bf16": 4, "2:4 int8": 6}
+PROBE_STREAMS = sorted(set(DECODE_STREAMS.values()))
+
+
+def kernel_streams(name: str) -> int | None:
+    """Streams per thread of a qkernels kernel's M = 1 path, or None for a peer."""
+    if not name.startswith("qkernels "):
+        return None
+    kind = name[len("qkernels "):].split(" (")[0]
+    return DECODE_STREAMS.get(kind)
+
+
 def compute_peaks():
     """Measured ceilings of the active CPU path x threads: int8 (dot instruction) and fp32 (FMA)."""
     i8, f32 = probes.instruction_peaks(qkernels.cpu_isa())
@@ -160,13 +174,18 @@ def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "spars
 
 
 def add_ratios(results, bw, peaks=None):
+    """bw: {streams per thread: GB/s} of the in-run read probe (or one number). A DRAM row's %pk is
+    against the probe with the kernel's stream count (peers: the best probe)."""
+    bws = {int(k): v for k, v in bw.items()} if isinstance(bw, dict) else ({1: bw} if bw else {})  # JSON keys are str
     for r in results:
         if peaks and r["mode"] == "hot" and r["kernel"].startswith("qkernels"):
             ceiling = peaks["int8_gops"] if ("A8" in r["kernel"] or "int8" in r["kernel"]) else peaks["fp32_gflops"]
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
-        if r["mode"] == "DRAM" and bw:
-            r["pct_dram_bw"] = 100 * r["weight_gbs"] / bw
+        if r["mode"] == "DRAM" and bws:
+            st = kernel_streams(r["kernel"])
+            probe = bws.get(st) if st in bws else max(bws.values())
+            r["pct_dram_bw"] = 100 * r["weight_gbs"] / probe
         if "vs" in r:  # speedup of each of our kernels over this peer, same window
             r["speedup"] = {n: r["median_ms"] / ms for n, ms in r["vs"].items()}
 
@@ -256,11 +275,18 @@ def header_lines(data: dict) -> str:
     peaks, bw = data.get("peaks"), data.get("dram_gbs")
     text = (f"# qkernels bench {data['date']} on {data['machine']}; {data.get('threads', '?')} threads, "
             f"cpu path {data.get('path', '?')}; torch {data['torch']}")
-    if bw:
-        text += (f"; DRAM read {bw:.1f} GB/s, int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak "
-                 f"{peaks['fp32_gflops']:.0f} GFLOP/s (measured)")
-    return text + ("\n# %pk: DRAM rows = % of DRAM read bandwidth; hot qkernels rows = % of the measured peak of "
-                   "their instruction (W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
+    if data.get("extensions") is not None:
+        text += (f"; extensions {', '.join(data['extensions']) or 'none'}; tuning "
+                 + ", ".join(f"{k}={v}" for k, v in data.get("tuning", {}).items()))
+    bws = {int(k): v for k, v in bw.items()} if isinstance(bw, dict) else ({1: bw} if bw else {})
+    if bws:
+        text += ("\n# DRAM read probe (streams per thread: GB/s) "
+                 + ", ".join(f"{st}: {g:.1f}" for st, g in sorted(bws.items()))
+                 + f"; int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak {peaks['fp32_gflops']:.0f} GFLOP/s (measured)")
+    return text + ("\n# %pk: DRAM rows = % of the read probe with as many streams per thread as the kernel's "
+                   "M=1 path (" + ", ".join(f"{k} {v}" for k, v in DECODE_STREAMS.items())
+                   + "; peers: the best probe); hot qkernels rows = % of the measured peak of their instruction "
+                   "(W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
 
 
 def main(argv=None):
@@ -283,11 +309,13 @@ def main(argv=None):
     default_shapes = "4096x4096,4096x11008" if dev == "cpu" else "4096x4096,8192x28672"
     shapes = [tuple(int(v) for v in s.split("x")) for s in (a.shapes or default_shapes).split(",")]
     ms = [int(m) for m in (a.ms or ("1,8,32,128" if dev == "cpu" else "1,16,128,4096")).split(",")]
-    bw = dram_read_bandwidth() if dev == "cpu" else None
+    bw = {st: dram_read_bandwidth(streams=st) for st in PROBE_STREAMS} if dev == "cpu" else None
     peaks = compute_peaks() if dev == "cpu" else None
     machine = host_name() if dev == "cpu" else torch.cuda.get_device_name()
     data = {"date": str(datetime.date.today()), "device": dev, "machine": machine, "threads": torch.get_num_threads(),
             "path": qkernels.cpu_isa() if dev == "cpu" else "triton", "dram_gbs": bw, "peaks": peaks,
+            "extensions": qkernels.cpu_info()["extensions"] if dev == "cpu" else None,
+            "tuning": qkernels.cpu_info()["tuning"] if dev == "cpu" else None,
             "torch": torch.__version__, "results": []}
     print(header_lines(data))
     results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev, suite_names=a.suite.split(","))
