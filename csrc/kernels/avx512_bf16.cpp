@@ -29,6 +29,12 @@ inline void dpbf16_bcast(__m512& c, __m512i w, const uint16_t* x2) {
   asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x2)));
 }
 
+// Rows [m0, m1) in tiles of at most 6: tile(R, m) with R a compile-time row count.
+template <typename Tile>
+inline void row_tiles(int64_t m0, int64_t m1, Tile tile) {
+  for (int64_t m = m0; m < m1; m += 6) with_tile<6>(int(std::min<int64_t>(6, m1 - m)), [&](auto R) { tile(R, m); });
+}
+
 // ---- weights to bf16 pair vectors ------------------------------------------------------------------
 // bf16 bits of small integers held as fp32: the high half (exact: at most 8 significant bits).
 inline __m512i pair_bf16(__m512 lo, __m512 hi) {
@@ -120,14 +126,11 @@ QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx
 }
 
 // Rows [m0, m1) in tiles of 6 over one converted chunk (or group) of kk2 k pairs; y row 0 is m0.
-inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb, int64_t kk2,
-                           const float* scale, float* y) {
-  for (int64_t m = m0; m < m1; m += 6) {
-    const int mr = int(std::min<int64_t>(6, m1 - m));
-    with_tile<6>(mr, [&](auto R) {
-      gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, kk2, scale, y + (m - m0) * kPanelN, kPanelN);
-    });
-  }
+inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb,
+                           int64_t kk2, const float* scale, float* y) {
+  row_tiles(m0, m1, [&](auto R, int64_t m) {
+    gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, kk2, scale, y + (m - m0) * kPanelN, kPanelN);
+  });
 }
 
 // ---- direct: MR rows x NP panels, weights converted in registers ---------------------------------
@@ -227,6 +230,24 @@ inline Scratch& scratch() {
   return s;
 }
 
+// Direct: panels [p0, p1), at M = 1 kLockstep at a time (run(np, p) with np <= kLockstep), else one
+// at a time (np = 1); run adds the whole K of rows [m0, m1) into s.y (row sums [q * rows + r][64],
+// zeroed here), then each row goes through the epilogue.
+constexpr int kLockstep = 4;  // panels at M = 1 (4 x 4 sums leave registers for the conversion)
+template <typename Run, typename Epi>
+inline void direct_panels(int64_t m0, int64_t m1, int64_t p0, int64_t p1, Scratch& s, Run run, Epi epi) {
+  const int64_t rows = m1 - m0;
+  s.size(0, kLockstep * rows * kPanelN);
+  for (int64_t p = p0; p < p1;) {
+    const int np = rows == 1 ? int(std::min<int64_t>(kLockstep, p1 - p)) : 1;
+    std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
+    run(np, p);
+    for (int q = 0; q < np; ++q)
+      for (int64_t m = m0; m < m1; ++m) epi(m, p + q, s.y + (q * rows + (m - m0)) * kPanelN);
+    p += np;
+  }
+}
+
 // ---- W8A16 ---------------------------------------------------------------------------------------
 void convert_w8(const int8_t* panel, int64_t k0, int64_t k1, int64_t K, uint16_t* wb) {
   for (int64_t k = k0; k < k1; k += 2) {
@@ -244,27 +265,20 @@ void gemm_w8a16_bf16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t 
   auto epi = w8a16_epilogue(g);
   Scratch& s = scratch();
   if (rows < tuning().bf16_dot_min_rows) {  // direct
-    constexpr int NP = 4;  // panels in lockstep at M = 1 (4 x 4 sums leave registers for the conversion)
-    s.size(0, NP * rows * kPanelN);
-    for (int64_t p = p0; p < p1; p += (rows == 1 ? NP : 1)) {
-      const int np = rows == 1 ? int(std::min<int64_t>(NP, p1 - p)) : 1;
-      std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
+    direct_panels(m0, m1, p0, p1, s, [&](int np, int64_t p) {
       const int8_t* wp = g.w + p * pb;
       for (int64_t k0 = 0; k0 < K2; k0 += chunk) {
         const int64_t k1 = std::min(K2, k0 + chunk);
         if (rows == 1)
-          with_tile<NP>(np, [&](auto N) { gemm_bf16s8f32_mrxnp64_avx512bf16<1, N>(x + m0 * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y); });
+          with_tile<kLockstep>(np, [&](auto N) {
+            gemm_bf16s8f32_mrxnp64_avx512bf16<1, N>(x + m0 * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y);
+          });
         else
-          for (int64_t m = m0; m < m1; m += 6) {
-            const int mr = int(std::min<int64_t>(6, m1 - m));
-            with_tile<6>(mr, [&](auto R) {
-              gemm_bf16s8f32_mrxnp64_avx512bf16<R, 1>(x + m * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y + (m - m0) * kPanelN);
-            });
-          }
+          row_tiles(m0, m1, [&](auto R, int64_t m) {
+            gemm_bf16s8f32_mrxnp64_avx512bf16<R, 1>(x + m * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y + (m - m0) * kPanelN);
+          });
       }
-      for (int q = 0; q < np; ++q)
-        for (int64_t m = m0; m < m1; ++m) epi(m, p + q, s.y + (q * rows + (m - m0)) * kPanelN);
-    }
+    }, epi);
     return;
   }
   for (int64_t p = p0; p < p1; ++p) {  // converted
@@ -301,27 +315,20 @@ void gemm_w4a16_bf16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0,
   auto epi = w4_epilogue<false>(g);
   Scratch& s = scratch();
   if (rows < tuning().bf16_dot_min_rows) {  // direct
-    constexpr int NP = 4;  // panels in lockstep at M = 1 (4 x 4 sums leave registers for the conversion)
-    s.size(0, NP * rows * kPanelN);
-    for (int64_t p = p0; p < p1; p += (rows == 1 ? NP : 1)) {
-      const int np = rows == 1 ? int(std::min<int64_t>(NP, p1 - p)) : 1;
-      std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
+    direct_panels(m0, m1, p0, p1, s, [&](int np, int64_t p) {
       const uint8_t* wp = g.w + p * pb;
       for (int64_t grp = 0; grp < g.G; ++grp) {
         const uint16_t* xg = x + grp * g.gk;
         if (rows == 1)
-          with_tile<NP>(np, [&](auto N) { gemm_bf16u4f32_mrxnp64_avx512bf16<1, N>(xg + m0 * g.lda, g.lda, wp, pb, grp, g.gk, s.y); });
+          with_tile<kLockstep>(np, [&](auto N) {
+            gemm_bf16u4f32_mrxnp64_avx512bf16<1, N>(xg + m0 * g.lda, g.lda, wp, pb, grp, g.gk, s.y);
+          });
         else
-          for (int64_t m = m0; m < m1; m += 6) {
-            const int mr = int(std::min<int64_t>(6, m1 - m));
-            with_tile<6>(mr, [&](auto R) {
-              gemm_bf16u4f32_mrxnp64_avx512bf16<R, 1>(xg + m * g.lda, g.lda, wp, pb, grp, g.gk, s.y + (m - m0) * kPanelN);
-            });
-          }
+          row_tiles(m0, m1, [&](auto R, int64_t m) {
+            gemm_bf16u4f32_mrxnp64_avx512bf16<R, 1>(xg + m * g.lda, g.lda, wp, pb, grp, g.gk, s.y + (m - m0) * kPanelN);
+          });
       }
-      for (int q = 0; q < np; ++q)
-        for (int64_t m = m0; m < m1; ++m) epi(m, p + q, s.y + (q * rows + (m - m0)) * kPanelN);
-    }
+    }, epi);
     return;
   }
   const int64_t per_chunk = std::max<int64_t>(1, tuning().bf16_dot_chunk_k / g.gk);  // groups converted at a time
