@@ -103,33 +103,40 @@ inline void add_sums(__m512 (&c)[T][4], const float* const* scale, int MR, float
 }
 
 // ---- converted: MR rows over a chunk of pair vectors --------------------------------------------
+// ng groups of kk2 k pairs each (W8A16: one group, the chunk), back to back in wb and in x; after
+// each group y[r] += c (scale null) or y[r] = y[r] + c * scale (scale of group i at scale +
+// i * scale_stride floats).
 template <int MR>
-QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx, const uint16_t* wb, int64_t kk2,
-                                                  const float* scale, float* y, int64_t ldy) {
-  __m512 c[MR][4];
-  QK_UNROLL
-  for (int r = 0; r < MR; ++r)
-    QK_UNROLL
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < kk2; ++kk) {
-    const uint16_t* w = wb + kk * 128;
-    __m512i wv[4];
-    QK_UNROLL
-    for (int j = 0; j < 4; ++j) wv[j] = _mm512_load_si512(w + 32 * j);
+QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx, const uint16_t* wb, int64_t ng,
+                                                  int64_t kk2, const float* scale, int64_t scale_stride, float* y,
+                                                  int64_t ldy) {
+  for (int64_t i = 0; i < ng; ++i, x += 2 * kk2, wb += kk2 * 128) {
+    __m512 c[MR][4];
     QK_UNROLL
     for (int r = 0; r < MR; ++r)
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) dpbf16_bcast(c[r][j], wv[j], x + r * ldx + 2 * kk);
+      for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < kk2; ++kk) {
+      const uint16_t* w = wb + kk * 128;
+      __m512i wv[4];
+      QK_UNROLL
+      for (int j = 0; j < 4; ++j) wv[j] = _mm512_load_si512(w + 32 * j);
+      QK_UNROLL
+      for (int r = 0; r < MR; ++r)
+        QK_UNROLL
+        for (int j = 0; j < 4; ++j) dpbf16_bcast(c[r][j], wv[j], x + r * ldx + 2 * kk);
+    }
+    const float* sc[1] = {scale ? scale + i * scale_stride : nullptr};
+    add_sums<MR>(c, scale ? sc : nullptr, MR, y, ldy);
   }
-  const float* sc[1] = {scale};
-  add_sums<MR>(c, scale ? sc : nullptr, MR, y, ldy);
 }
 
-// Rows [m0, m1) in tiles of 6 over one converted chunk (or group) of kk2 k pairs; y row 0 is m0.
-inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb,
-                           int64_t kk2, const float* scale, float* y) {
+// Rows [m0, m1) in tiles of 6 over ng converted groups (W8A16: one chunk) of kk2 k pairs; y row 0 is m0.
+inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb, int64_t ng,
+                           int64_t kk2, const float* scale, int64_t scale_stride, float* y) {
   row_tiles(m0, m1, [&](auto R, int64_t m) {
-    gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, kk2, scale, y + (m - m0) * kPanelN, kPanelN);
+    gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, ng, kk2, scale, scale_stride, y + (m - m0) * kPanelN,
+                                         kPanelN);
   });
 }
 
@@ -287,7 +294,7 @@ void gemm_w8a16_bf16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t 
     for (int64_t k0 = 0; k0 < K2; k0 += chunk) {
       const int64_t k1 = std::min(K2, k0 + chunk);
       convert_w8(panel, k0, std::min(k1, K), K, s.w);
-      rows_converted(x + k0, g.ldx, m0, m1, s.w, (k1 - k0) / 2, nullptr, s.y);
+      rows_converted(x + k0, g.ldx, m0, m1, s.w, 1, (k1 - k0) / 2, nullptr, 0, s.y);
     }
     for (int64_t m = m0; m < m1; ++m) epi(m, p, s.y + (m - m0) * kPanelN);
   }
@@ -338,13 +345,9 @@ void gemm_w4a16_bf16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0,
     for (int64_t g0 = 0; g0 < g.G; g0 += per_chunk) {
       const int64_t g1 = std::min(g.G, g0 + per_chunk);
       for (int64_t q = g0; q < g1; ++q) convert_w4(panel + q * gb, g.gk, s.w + (q - g0) * g.gk * kPanelN);
-      // group by group for each row tile: the chunk stays in L2, the tile's sums in registers
-      for (int64_t m = m0; m < m1; m += 6) {
-        const int64_t me = std::min(m1, m + 6);
-        for (int64_t q = g0; q < g1; ++q)
-          rows_converted(x + q * g.gk, g.lda, m, me, s.w + (q - g0) * g.gk * kPanelN, g.gk / 2,
-                         reinterpret_cast<const float*>(panel + q * gb + 32 * g.gk), s.y + (m - m0) * kPanelN);
-      }
+      // each row tile goes through the chunk's groups in one call: the chunk stays in L2
+      rows_converted(x + g0 * g.gk, g.lda, m0, m1, s.w, g1 - g0, g.gk / 2,
+                     reinterpret_cast<const float*>(panel + g0 * gb + 32 * g.gk), gb / 4, s.y);
     }
     for (int64_t m = m0; m < m1; ++m) epi(m, p, s.y + (m - m0) * kPanelN);
   }
