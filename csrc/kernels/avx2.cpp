@@ -142,44 +142,45 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
   gemm_w4a8_ymm(g, m0, m1, p0, p1, U8S8DotAvx2{});
 }
 
-// ---- W4A16: gemm_f32u4f32_mrx32_avx2 -----------------------------------------------------------
-// Per k of a k8 step, each of the 4 ymm of a half-panel gives u = (v >> shift) & 0x0f for 8
-// columns; u - zz (int32, exact) converts to fp32 and c[r][j] += bcast(x[r][k]) * (u - zz); per group
-// y += c * scale. Products of x with the small integer u - zz: no cancellation, Inf / NaN
-// propagate as in the exact sum. The mask and the subtract can issue on port 5 on Intel, which
-// shifts, converts and FMAs cannot use.
-template <int MR>
-static QK_UKERNEL void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
-                                      float y[][kPanelN], int half) {
+// ---- W4A16: gemm_f32u4f32_mrxnj8_avx2 ---------------------------------------------------------
+// Columns col0 .. col0 + 8 NJ - 1 of a panel. Per k of a k8 step, each of the NJ ymm gives
+// u = (v >> shift) & 0x0f for 8 columns; u - zz (int32, exact) converts to fp32 and
+// c[r][j] += bcast(x[r][k]) * (u - zz); per group y += c * scale. Products of x with the small
+// integer u - zz: no cancellation, Inf / NaN propagate as in the exact sum. The conversion (4
+// instructions per 8 weights) is shared by the MR rows of the tile: 3-4 rows x 16 columns from 3
+// rows on, 1-2 rows x 32 columns below (at most 8 accumulators: 16 ymm in all).
+template <int MR, int NJ>
+static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
+                                      float y[][kPanelN], int col0) {
   const __m256i m4 = _mm256_set1_epi32(0x0f);
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
+    for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + col0 + 8 * j, _mm256_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const float* xg = x + grp * gk;
-    const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + half * 32;
-    __m256 c[MR][4];
+    const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + col0;
+    __m256 c[MR][NJ];
     QK_UNROLL
     for (int r = 0; r < MR; ++r)
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
-    alignas(32) int32_t zz[32];
+      for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_ps();
+    alignas(32) int32_t zz[8 * NJ];
     QK_UNROLL
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NJ; ++j)
       _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-      const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
+      const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + col0 * 4);
 #pragma GCC unroll 8
       for (int kk = 0; kk < 8; ++kk) {
         const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
         __m256 b[MR];
         QK_UNROLL
         for (int r = 0; r < MR; ++r) b[r] = _mm256_broadcast_ss(xg + r * ldx + 8 * k8 + kk);
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {  // v and zz are re-read from L1: 16 ymm are few
+        QK_UNROLL
+        for (int j = 0; j < NJ; ++j) {  // v and zz are re-read from L1: 16 ymm are few
           const __m256i v = _mm256_loadu_si256(w + j);
           const __m256i q = _mm256_sub_epi32(_mm256_and_si256(sh ? _mm256_srli_epi32(v, sh) : v, m4),
                                              _mm256_load_si256(reinterpret_cast<const __m256i*>(zz + 8 * j)));
@@ -189,13 +190,13 @@ static QK_UKERNEL void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, con
         }
       }
     }
-    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
+    const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + col0;
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < NJ; ++j) {
       const __m256 s = _mm256_loadu_ps(scale + 8 * j);
       QK_UNROLL
       for (int r = 0; r < MR; ++r) {
-        float* yr = y[r] + half * 32 + 8 * j;
+        float* yr = y[r] + col0 + 8 * j;
         _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(c[r][j], s)));
       }
     }
@@ -203,10 +204,13 @@ static QK_UKERNEL void gemm_f32u4f32_mrx32_avx2(const float* x, int64_t ldx, con
 }
 
 void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
+  drive<4, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    for (int half = 0; half < 2; ++half) gemm_f32u4f32_mrx32_avx2<R>(x, g.lda, wp, g.G, g.gk, y, half);
+    if constexpr (decltype(R)::value >= 3)
+      for (int col0 = 0; col0 < kPanelN; col0 += 16) gemm_f32u4f32_mrxnj8_avx2<R, 2>(x, g.lda, wp, g.G, g.gk, y, col0);
+    else
+      for (int col0 = 0; col0 < kPanelN; col0 += 32) gemm_f32u4f32_mrxnj8_avx2<R, 4>(x, g.lda, wp, g.G, g.gk, y, col0);
   }, w4_epilogue<false>(g));
 }
 
