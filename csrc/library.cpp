@@ -89,6 +89,15 @@ std::vector<std::string> missing(const std::string& name, const std::vector<std:
   return out;
 }
 
+// Every extension cpu_paths.def defines, or (usable_only) those the active path uses on this CPU.
+std::vector<std::string> extension_names(bool usable_only) {
+  std::vector<std::string> out;
+  for (int e = 0; e < qk::kNumExts; ++e)
+    if (!usable_only || qk::ext_supported(static_cast<qk::Ext>(e), qk::active_isa(), qk::cpu_info().features))
+      out.push_back(qk::ext_name(static_cast<qk::Ext>(e)));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -124,18 +133,9 @@ PYBIND11_MODULE(_C, m) {
     w.xcr0 = xcr0;
     return feature_names(qk::features_from_cpuid(w));
   }, "pure decoding of CPUID words (leaves as [eax, ebx, ecx, edx]) and XCR0 into feature names");
-  m.def("cpu_extensions", [] {
-    std::vector<std::string> out;
-    for (int e = 0; e < qk::kNumExts; ++e)
-      if (qk::ext_supported(static_cast<qk::Ext>(e), qk::active_isa(), qk::cpu_info().features))
-        out.push_back(qk::ext_name(static_cast<qk::Ext>(e)));
-    return out;
-  }, "the extensions (cpu_paths.def QK_EXTENSION) the active path uses on this CPU");
-  m.def("ext_names", [] {
-    std::vector<std::string> out;
-    for (int e = 0; e < qk::kNumExts; ++e) out.push_back(qk::ext_name(static_cast<qk::Ext>(e)));
-    return out;
-  }, "every extension cpu_paths.def defines");
+  m.def("cpu_extensions", [] { return extension_names(true); },
+        "the extensions (cpu_paths.def QK_EXTENSION) the active path uses on this CPU");
+  m.def("ext_names", [] { return extension_names(false); }, "every extension cpu_paths.def defines");
   m.def("tuning", [] {
     const qk::Tuning& t = qk::tuning();
     return std::map<std::string, int64_t>{{"bf16_dot_min_batch", t.bf16_dot_min_batch},

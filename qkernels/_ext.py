@@ -68,6 +68,17 @@ def _apply_env() -> None:
     if unknown:
         warnings.warn(f"QKERNELS_DISABLE_CPU_FEATURES: unknown feature(s) {unknown} ignored; the features "
                       f"are {list(_C.feature_names())}", RuntimeWarning, stacklevel=3)
+    tuning = _C.tuning()  # the extension read QKERNELS_TUNE_<NAME>; say which were not taken
+    for var, value in os.environ.items():
+        if not var.startswith("QKERNELS_TUNE_"):
+            continue
+        name = var[len("QKERNELS_TUNE_"):].lower()
+        if name not in tuning:
+            warnings.warn(f"{var}: unknown tuning choice ignored; the choices are "
+                          f"{['QKERNELS_TUNE_' + k.upper() for k in tuning]}", RuntimeWarning, stacklevel=3)
+        elif not (value.isascii() and value.isdigit() and len(value) <= 15):
+            warnings.warn(f"{var}={value!r} ignored: expected a non-negative integer; using {tuning[name]}",
+                          RuntimeWarning, stacklevel=3)
     want = os.environ.get("QKERNELS_CPU_ISA")
     if not want:
         return

@@ -206,3 +206,11 @@ def test_tuning_overrides_from_the_environment():
     info, _ = _run({"QKERNELS_TUNE_BF16_DOT_MIN_BATCH": "0", "QKERNELS_TUNE_BF16_DOT_MIN_ROWS": "1",
                     "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257"})
     assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256}
+
+
+def test_tuning_overrides_that_are_not_taken_warn():
+    info, err = _run({"QKERNELS_TUNE_BF16_DOT_MIN_BATCH": " 4", "QKERNELS_TUNE_NO_SUCH": "1"})
+    default = qkernels.cpu_info()["tuning"]
+    assert info["tuning"] == default
+    assert "QKERNELS_TUNE_BF16_DOT_MIN_BATCH=' 4' ignored: expected a non-negative integer" in err
+    assert "QKERNELS_TUNE_NO_SUCH: unknown tuning choice ignored" in err

@@ -199,7 +199,6 @@ FeatureSet features_from_cpuid(const CpuidWords& w) {
 bool path_built(Isa isa) { return kPaths[static_cast<int>(isa)].built; }
 
 const char* ext_name(Ext e) { return kExts[static_cast<int>(e)].name; }
-Isa ext_path(Ext e) { return kExts[static_cast<int>(e)].path; }
 
 bool ext_supported(Ext e, Isa isa, FeatureSet features) {
   const ExtSpec& x = kExts[static_cast<int>(e)];

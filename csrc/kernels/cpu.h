@@ -57,7 +57,6 @@ std::vector<Isa> supported_paths(FeatureSet features);
 std::vector<Feature> missing_features(Isa isa, FeatureSet features);
 bool path_built(Isa isa);  // false for paths of another architecture (e.g. AVX-512 on aarch64)
 const char* ext_name(Ext e);
-Isa ext_path(Ext e);
 // Pure: whether path `isa` may call extension e's kernels on a CPU with `features` (e belongs to
 // isa, is built, and `features` hold both the path's and the extension's).
 bool ext_supported(Ext e, Isa isa, FeatureSet features);

@@ -1,6 +1,7 @@
 // The kernel table of each path built into this binary, in cpu_paths.def order.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels.h"
@@ -45,12 +46,12 @@ const ExtKernels* ext_kernels(Isa isa) {
 }
 
 namespace {
-int64_t tune_env(const char* name, int64_t fallback) {
+int64_t tune_env(const char* name, int64_t fallback) {  // a plain decimal number, else the fallback
   const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long long n = std::strtoll(v, &end, 10);
-  return (end && *end == 0 && n >= 0) ? int64_t(n) : fallback;
+  if (!v || !*v || std::strlen(v) > 15) return fallback;
+  for (const char* c = v; *c; ++c)
+    if (*c < '0' || *c > '9') return fallback;  // qkernels/_ext.py warns about such values
+  return std::strtoll(v, nullptr, 10);
 }
 }  // namespace
 
