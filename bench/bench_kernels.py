@@ -45,18 +45,23 @@ def dram_read_bandwidth(threads=None, streams=1):
     return probes.dram_read_gbs(threads or torch.get_num_threads(), streams)
 
 
-# Sequential weight streams per thread of each qkernels kernel at M = 1 (the panels its decode kernel
-# walks in lockstep, csrc/kernels): a DRAM row's %pk compares with a probe of as many streams.
-DECODE_STREAMS = {"W8A8": 1, "W8A16": 1, "W4A8": 8, "W4A16": 6, "2:4 f32": 4, "2:4 bf16": 4, "2:4 int8": 6}
-PROBE_STREAMS = sorted(set(DECODE_STREAMS.values()))
+# Sequential weight streams per thread of each qkernels kernel at M = 1: the panels its decode kernel
+# walks in lockstep (csrc/kernels), at most the run-time tuning choice decode_panels when that is set.
+# A DRAM row's %pk compares with a probe of as many streams.
+KERNEL_PANELS = {"W8A8": 1, "W8A16": 1, "W4A8": 8, "W4A16": 6, "2:4 f32": 4, "2:4 bf16": 4, "2:4 int8": 6}
 
 
-def kernel_streams(name: str) -> int | None:
+def decode_streams(tuning: dict | None = None) -> dict:
+    cap = (qkernels.cpu_info()["tuning"] if tuning is None else tuning).get("decode_panels", 0)
+    return {k: min(v, cap) if cap else v for k, v in KERNEL_PANELS.items()}
+
+
+def kernel_streams(name: str, tuning: dict | None = None) -> int | None:
     """Streams per thread of a qkernels kernel's M = 1 path, or None for a peer."""
     if not name.startswith("qkernels "):
         return None
     kind = name[len("qkernels "):].split(" (")[0]
-    return DECODE_STREAMS.get(kind)
+    return decode_streams(tuning).get(kind)
 
 
 def compute_peaks():
@@ -173,7 +178,7 @@ def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "spars
     return results
 
 
-def add_ratios(results, bw, peaks=None):
+def add_ratios(results, bw, peaks=None, tuning=None):
     """bw: {streams per thread: GB/s} of the in-run read probe (or one number). A DRAM row's %pk is
     against the probe with the kernel's stream count (peers: the best probe)."""
     bws = {int(k): v for k, v in bw.items()} if isinstance(bw, dict) else ({1: bw} if bw else {})  # JSON keys are str
@@ -183,7 +188,7 @@ def add_ratios(results, bw, peaks=None):
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
         if r["mode"] == "DRAM" and bws:
-            st = kernel_streams(r["kernel"])
+            st = kernel_streams(r["kernel"], tuning)
             probe = bws.get(st) if st in bws else max(bws.values())
             r["pct_dram_bw"] = 100 * r["weight_gbs"] / probe
         if "vs" in r:  # speedup of each of our kernels over this peer, same window
@@ -284,7 +289,7 @@ def header_lines(data: dict) -> str:
                  + ", ".join(f"{st}: {g:.1f}" for st, g in sorted(bws.items()))
                  + f"; int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak {peaks['fp32_gflops']:.0f} GFLOP/s (measured)")
     return text + ("\n# %pk: DRAM rows = % of the read probe with as many streams per thread as the kernel's "
-                   "M=1 path (" + ", ".join(f"{k} {v}" for k, v in DECODE_STREAMS.items())
+                   "M=1 path (" + ", ".join(f"{k} {v}" for k, v in decode_streams(data.get("tuning") or {}).items())
                    + "; peers: the best probe); hot qkernels rows = % of the measured peak of their instruction "
                    "(W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
 
@@ -309,7 +314,7 @@ def main(argv=None):
     default_shapes = "4096x4096,4096x11008" if dev == "cpu" else "4096x4096,8192x28672"
     shapes = [tuple(int(v) for v in s.split("x")) for s in (a.shapes or default_shapes).split(",")]
     ms = [int(m) for m in (a.ms or ("1,8,32,128" if dev == "cpu" else "1,16,128,4096")).split(",")]
-    bw = {st: dram_read_bandwidth(streams=st) for st in PROBE_STREAMS} if dev == "cpu" else None
+    bw = {st: dram_read_bandwidth(streams=st) for st in sorted(set(decode_streams().values()))} if dev == "cpu" else None
     peaks = compute_peaks() if dev == "cpu" else None
     machine = host_name() if dev == "cpu" else torch.cuda.get_device_name()
     data = {"date": str(datetime.date.today()), "device": dev, "machine": machine, "threads": torch.get_num_threads(),
@@ -319,7 +324,7 @@ def main(argv=None):
             "torch": torch.__version__, "results": []}
     print(header_lines(data))
     results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev, suite_names=a.suite.split(","))
-    add_ratios(results, bw, peaks)
+    add_ratios(results, bw, peaks, data.get("tuning"))
     print(format_table(results))
     data["results"] = results
     os.makedirs(a.out, exist_ok=True)

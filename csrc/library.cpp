@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
@@ -114,6 +115,13 @@ PYBIND11_MODULE(_C, m) {
   }, "every kernel path, in order of preference");
   m.def("cpu_vendor", [] { return qk::cpu_info().vendor; });
   m.def("cpu_model", [] { return qk::cpu_info().model; });
+  m.def("cpu_family_model", [] { return std::make_pair(qk::cpu_info().family, qk::cpu_info().model_id); },
+        "display family and model numbers of this CPU (0, 0 when not x86)");
+  m.def("family_model_from_cpuid", [](uint32_t eax) {
+    int f, m;
+    qk::family_model_from_cpuid(eax, &f, &m);
+    return std::make_pair(f, m);
+  }, py::arg("leaf1_eax"), "pure decoding of CPUID leaf 1 eax into display family and model");
   m.def("cpu_features", [] { return feature_names(qk::cpu_info().features); },
         "features of this CPU that the OS enables (CPUID + XGETBV), minus disabled ones");
   m.def("cpu_disabled_features", [] { return feature_names(qk::cpu_info().disabled); },
@@ -137,11 +145,16 @@ PYBIND11_MODULE(_C, m) {
         "the extensions (cpu_paths.def QK_EXTENSION) the active path uses on this CPU");
   m.def("ext_names", [] { return extension_names(false); }, "every extension cpu_paths.def defines");
   m.def("tuning", [] {
-    const qk::Tuning& t = qk::tuning();
-    return std::map<std::string, int64_t>{{"bf16_dot_min_batch", t.bf16_dot_min_batch},
-                                          {"bf16_dot_min_rows", t.bf16_dot_min_rows},
-                                          {"bf16_dot_chunk_k", t.bf16_dot_chunk_k}};
+    std::map<std::string, int64_t> r;
+    for (const qk::TuningField& f : qk::kTuningFields) r[f.name] = qk::tuning().*f.field;
+    return r;
   }, "the run-time tuning choices of this process (from cpu_info; QKERNELS_TUNE_* overrides)");
+  m.def("set_tuning", [](const std::string& name, int64_t value) {
+    if (!qk::set_tuning(name.c_str(), value)) throw py::value_error("unknown tuning choice " + name);
+    return qk::tuning().*std::find_if(std::begin(qk::kTuningFields), std::end(qk::kTuningFields),
+                                      [&](const qk::TuningField& f) { return name == f.name; })->field;
+  }, "sets one tuning choice for this process (clamped to its range; returns the value taken); for "
+     "the bench and measured autotuning, never while kernels run");
   m.def("cpu_path", [] { return std::string(qk::isa_name(qk::active_isa())); }, "the path that runs now");
   m.def("set_cpu_path", [](const std::string& name) {
     const auto miss = missing(name, feature_names(qk::cpu_info().features));

@@ -189,7 +189,8 @@ sys.path.insert(0, {tests!r})
 from qkernels import reference as R
 from tolerances import EPS32, OUT_ROUNDING, fp32_dot_bound, w4a16_bound
 import qkernels
-assert qkernels.cpu_info()["tuning"] == {{"bf16_dot_min_batch": 1, "bf16_dot_min_rows": {rows}, "bf16_dot_chunk_k": 64}}
+t = qkernels.cpu_info()["tuning"]
+assert (t["bf16_dot_min_batch"], t["bf16_dot_min_rows"], t["bf16_dot_chunk_k"]) == (1, {rows}, 64)
 Q = torch.ops.qkernels
 torch.manual_seed(0)
 worst, outs = 0.0, []
@@ -253,3 +254,30 @@ def test_bf16_dot_kernels_at_every_m_and_chunk_boundary():
         assert float(worst) <= 1.0
         sums.append(check)
     assert sums[0] == sums[1]
+
+
+def test_decode_panels_changes_no_result(isa):
+    """tuning().decode_panels (how many panels an M = 1 kernel walks in lockstep) only reorders
+    which panel is read when: every M = 1 output is bit-identical at every width, on every path,
+    for the kernels that walk panels in lockstep (W4A8, W4A16 with fp32 and bf16 x, 2:4)."""
+    import qkernels
+    from qkernels import _C
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64 * 11 + 5)  # 12 panels: full lockstep runs and a remainder
+    mods = [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=64),
+            qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64),
+            qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
+    xs = [torch.randn(1, 256), torch.randn(1, 256).bfloat16()]
+    before = dict(_C.tuning())
+    try:
+        _C.set_tuning("bf16_dot_min_batch", 1)  # bf16 x at M = 1 through the bf16 dot where there is one
+        outs = {}
+        for width in (0, 1, 2, 3, 5, 8):
+            _C.set_tuning("decode_panels", width)
+            with torch.no_grad():
+                outs[width] = [m(x) for m in mods for x in xs]
+    finally:
+        for k, v in before.items():
+            _C.set_tuning(k, v)
+    for width, ys in outs.items():
+        assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), width

@@ -1,6 +1,7 @@
 """The CPU feature model: feature decoding, path selection on the feature sets of real CPUs,
 this host's detection, set_cpu_isa / QKERNELS_CPU_ISA, and QKERNELS_DISABLE_CPU_FEATURES."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -204,8 +205,42 @@ def test_extensions_follow_the_cpu_and_the_active_path():
 
 def test_tuning_overrides_from_the_environment():
     info, _ = _run({"QKERNELS_TUNE_BF16_DOT_MIN_BATCH": "0", "QKERNELS_TUNE_BF16_DOT_MIN_ROWS": "1",
-                    "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257"})
-    assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256}
+                    "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257", "QKERNELS_TUNE_DECODE_PANELS": "3"})
+    assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256,
+                              "decode_panels": 3}
+
+
+def test_family_and_model_decoding():
+    """CPUID leaf 1 eax -> display family / model, with the extended fields where Intel and AMD use
+    them; cpu_info() reports this host's."""
+    assert _C.family_model_from_cpuid(0x000806F8) == (6, 143)  # Intel Sapphire Rapids
+    assert _C.family_model_from_cpuid(0x00A10F11) == (25, 17)  # AMD Zen 4 (Genoa)
+    assert _C.family_model_from_cpuid(0x00B00F21) == (26, 2)   # AMD Zen 5 (Turin)
+    assert _C.family_model_from_cpuid(0x00000543) == (5, 4)    # base family < 6: no extended model
+    info = qkernels.cpu_info()
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert info["family"] >= 6 and info["model_id"] >= 0
+    else:
+        assert (info["family"], info["model_id"]) == (0, 0)
+
+
+def test_decode_panels_default_follows_the_cpu_and_set_tuning_changes_it():
+    """decode_panels (M = 1 weight streams per core) is chosen from the CPU: one on AMD Zen 5 and
+    later, each kernel's own width elsewhere; set_tuning changes a choice by name, clamped to its
+    range, and rejects unknown names."""
+    info = qkernels.cpu_info()
+    zen5 = info["vendor"] == "AuthenticAMD" and info["family"] >= 26
+    assert info["tuning"]["decode_panels"] == (1 if zen5 else 0)
+    before = dict(_C.tuning())
+    try:
+        assert _C.set_tuning("decode_panels", 3) == 3 and qkernels.cpu_info()["tuning"]["decode_panels"] == 3
+        assert _C.set_tuning("bf16_dot_chunk_k", 7) == 6 and _C.set_tuning("bf16_dot_min_batch", 0) == 1
+        with pytest.raises(ValueError, match="unknown tuning choice no_such"):
+            _C.set_tuning("no_such", 1)
+    finally:
+        for k, v in before.items():
+            _C.set_tuning(k, v)
+    assert dict(_C.tuning()) == before
 
 
 def test_tuning_overrides_that_are_not_taken_warn():

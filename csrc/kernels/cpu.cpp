@@ -163,6 +163,12 @@ std::atomic<int> g_active{-1};
 
 }  // namespace
 
+void family_model_from_cpuid(uint32_t eax, int* family, int* model) {
+  const int base_family = int(eax >> 8 & 0xf), base_model = int(eax >> 4 & 0xf);
+  *family = base_family == 0xf ? base_family + int(eax >> 20 & 0xff) : base_family;
+  *model = base_family == 0x6 || base_family == 0xf ? base_model + (int(eax >> 16 & 0xf) << 4) : base_model;
+}
+
 const char* feature_name(Feature f) { return kFeatures[static_cast<int>(f)].name; }
 
 bool feature_from_name(const std::string& name, Feature* out) {
@@ -227,7 +233,9 @@ const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {
     CpuInfo ci;
 #if QK_X86
-    ci.features = features_from_cpuid(read_cpuid(&ci.vendor, &ci.model));
+    const CpuidWords w = read_cpuid(&ci.vendor, &ci.model);
+    ci.features = features_from_cpuid(w);
+    family_model_from_cpuid(w.leaf1[0], &ci.family, &ci.model_id);
 #else
     ci.vendor = "unknown (not x86)";
 #endif

@@ -50,6 +50,9 @@ struct CpuidWords {
   uint64_t xcr0 = 0;  // XGETBV(0); 0 when the OS has not enabled XSAVE (OSXSAVE clear)
 };
 FeatureSet features_from_cpuid(const CpuidWords& w);
+// Display family and model of CPUID leaf 1 eax (extended fields folded in as Intel and AMD define
+// them), e.g. 26 / 2 for AMD Zen 5, 6 / 143 for Intel Sapphire Rapids.
+void family_model_from_cpuid(uint32_t leaf1_eax, int* family, int* model);
 
 // Pure selection: the paths a CPU with `features` can run, best first (the last is scalar), and
 // the features of `isa` that `features` lacks. Built-in-this-binary paths only.
@@ -64,6 +67,7 @@ bool ext_supported(Ext e, Isa isa, FeatureSet features);
 // This machine.
 struct CpuInfo {
   std::string vendor, model;
+  int family = 0, model_id = 0;  // family_model_from_cpuid (0 when not x86)
   FeatureSet features = 0;  // detected, minus `disabled`
   FeatureSet disabled = 0;  // detected but turned off by QKERNELS_DISABLE_CPU_FEATURES
 };

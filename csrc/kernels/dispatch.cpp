@@ -55,8 +55,20 @@ int64_t tune_env(const char* name, int64_t fallback) {  // a plain decimal numbe
 }
 }  // namespace
 
-const Tuning& tuning() {
-  static const Tuning t = [] {
+const TuningField kTuningFields[4] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_min_batch},
+                                      {"bf16_dot_min_rows", &Tuning::bf16_dot_min_rows},
+                                      {"bf16_dot_chunk_k", &Tuning::bf16_dot_chunk_k},
+                                      {"decode_panels", &Tuning::decode_panels}};
+
+namespace {
+int64_t valid_tuning(int64_t Tuning::*f, int64_t v) {  // each field's valid range
+  if (f == &Tuning::bf16_dot_min_batch) return std::max<int64_t>(1, v);
+  if (f == &Tuning::bf16_dot_chunk_k) return std::max<int64_t>(2, v / 2 * 2);
+  return std::max<int64_t>(0, v);
+}
+
+Tuning& tuning_state() {
+  static Tuning t = [] {
     Tuning r;
     // bf16 activations, measured on AMD Zen 4 (2 threads, 4096x4096): the bf16-dot kernels from
     // M = 8 on (1.3-2x the fp32 kernels there, 1.6-2.2x at M = 128-512); below, the fp32 kernels
@@ -67,12 +79,34 @@ const Tuning& tuning() {
     r.bf16_dot_min_batch = 8;
     r.bf16_dot_min_rows = 16;
     r.bf16_dot_chunk_k = 1024;
-    r.bf16_dot_min_batch = std::max<int64_t>(1, tune_env("QKERNELS_TUNE_BF16_DOT_MIN_BATCH", r.bf16_dot_min_batch));
-    r.bf16_dot_min_rows = tune_env("QKERNELS_TUNE_BF16_DOT_MIN_ROWS", r.bf16_dot_min_rows);
-    r.bf16_dot_chunk_k = std::max<int64_t>(2, tune_env("QKERNELS_TUNE_BF16_DOT_CHUNK_K", r.bf16_dot_chunk_k) / 2 * 2);
+    // Decode panels in lockstep: each kernel's own width (4-8 streams per core) where it was tuned,
+    // Intel Sapphire Rapids and AMD Zen 4 (there 4-8 streams read DRAM faster than one). On AMD
+    // Zen 5 (family 26) one stream per core reads fastest: 2 threads, M = 1 from DRAM, 4096 x
+    // 4096 / 11008, one panel vs the kernels' own widths, W4A8 39 / 40 vs 31 / 30 GB/s, W4A16 48 /
+    // 43 vs 42 / 38, 2:4 int8 38 / 39 vs 35 / 29, 2:4 f32 40 / 61 vs 33 / 55 (2 panels within 10% of
+    // one, 4 between).
+    const CpuInfo& cpu = cpu_info();
+    r.decode_panels = cpu.vendor == "AuthenticAMD" && cpu.family >= 26 ? 1 : 0;
+    for (const TuningField& f : kTuningFields) {
+      std::string var = "QKERNELS_TUNE_";
+      for (const char* c = f.name; *c; ++c) var += char(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
+      r.*f.field = valid_tuning(f.field, tune_env(var.c_str(), r.*f.field));
+    }
     return r;
   }();
   return t;
+}
+}  // namespace
+
+const Tuning& tuning() { return tuning_state(); }
+
+bool set_tuning(const char* name, int64_t value) {
+  for (const TuningField& f : kTuningFields)
+    if (std::strcmp(f.name, name) == 0) {
+      tuning_state().*f.field = valid_tuning(f.field, value);
+      return true;
+    }
+  return false;
 }
 
 const Kernels& kernels(Isa isa) {

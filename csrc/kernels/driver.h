@@ -48,12 +48,14 @@ inline void drive(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w,
 
 // Decode (one row): panels [p0, p1) in chunks of up to NP walked in lockstep by the kernel, so NP
 // sequential weight streams per core are in flight; kernel(NPc, p, acc) fills acc[q] for panels
-// p + q (NPc a compile-time constant), then epi(p + q, acc[q]).
+// p + q (NPc a compile-time constant), then epi(p + q, acc[q]). tuning().decode_panels, when set,
+// caps the chunk (the streams in flight) at run time.
 template <int NP, typename Acc, typename Kernel, typename Epilogue>
 inline void lockstep_panels(int64_t p0, int64_t p1, Kernel kernel, Epilogue epi) {
   alignas(64) Acc acc[NP][kPanelN];
+  const int64_t width = tuning().decode_panels ? std::min<int64_t>(NP, tuning().decode_panels) : NP;
   for (int64_t p = p0; p < p1;) {
-    const int np = int(std::min<int64_t>(NP, p1 - p));
+    const int np = int(std::min<int64_t>(width, p1 - p));
     with_tile<NP>(np, [&](auto n) { kernel(n, p, acc); });
     for (int q = 0; q < np; ++q) epi(p + q, acc[q]);
     p += np;

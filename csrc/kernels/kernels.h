@@ -210,7 +210,8 @@ struct ExtKernels {
   void (*gemm_w4a16_bf16)(const W4Args& a, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 };
 // Tuning choices of this process, made at run time from cpu_info() (never from the build machine);
-// QKERNELS_TUNE_<NAME> (e.g. QKERNELS_TUNE_BF16_DOT_MIN_ROWS=1) overrides one, for measuring.
+// QKERNELS_TUNE_<NAME> (e.g. QKERNELS_TUNE_BF16_DOT_MIN_ROWS=1) overrides one, for measuring, and
+// set_tuning changes one between calls (the bench's and an autotune's sweeps).
 struct Tuning {
   int64_t bf16_dot_min_batch; // bf16 x: the bf16-dot kernels from this M on, the path's fp32 kernels
                               // below (1: every M, so a row's result never depends on its batch)
@@ -218,8 +219,18 @@ struct Tuning {
                               // scratch once per chunk; fewer rows convert them in registers
   int64_t bf16_dot_chunk_k;   // K values per chunk (even; W4: whole groups). Part of the W8A16 sum
                               // order (per-chunk partial sums), the same for every M
+  int64_t decode_panels;      // M = 1: at most this many panels (weight streams) walked in lockstep
+                              // per core (0: each kernel's own width, 4-8); not part of any sum order
 };
 const Tuning& tuning();
+// The fields by name (lower case, as in cpu_info()['tuning'] and QKERNELS_TUNE_<NAME>).
+struct TuningField {
+  const char* name;
+  int64_t Tuning::*field;
+};
+extern const TuningField kTuningFields[4];
+// Sets one field (clamped to its valid range); false for an unknown name. Not while kernels run.
+bool set_tuning(const char* name, int64_t value);
 
 // The extension kernels path `isa` may use on this CPU (ext_supported with cpu_info().features),
 // or nullptr.
