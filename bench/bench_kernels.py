@@ -103,6 +103,19 @@ def time_interleaved(sets, dev, min_calls, min_time=0.3):
     return times
 
 
+# Worker threads of one runtime spin for a while after their last task (onnxruntime's pool and
+# torch's OpenMP team alike) and take the cores from the other: measured on Zen 5, W8A8 M=128
+# 4096x4096 right after 5 onnxruntime calls ran at 6.96 ms against 3.14 ms after a 50 ms pause, and
+# onnxruntime right after ours at 7.19 ms against 3.46 ms. So a block of one runtime starts only
+# after the other's workers have gone to sleep.
+SETTLE_S = 0.1
+
+
+def settled(fn, *args):
+    time.sleep(SETTLE_S)
+    return fn(*args)
+
+
 def _row(name, M, K, N, cold, wbytes, ts):
     med = statistics.median(ts)
     return {"kernel": name, "M": M, "K": K, "N": N, "mode": "DRAM" if cold else "hot",
@@ -126,10 +139,10 @@ def bench_group(ours, others, x, w, cold, dev):
             print(f"  skipped {name} M={M} {K}x{N}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         mine = {n: s[0] for n, s in our_sets.items()}
-        if getattr(factory, "own_thread_pool", False):  # blocks: ours, peer, ours
-            before = time_interleaved(mine, dev, calls)
-            times = {**time_interleaved({name: fns}, dev, calls),
-                     **{n: before[n] + ts for n, ts in time_interleaved(mine, dev, calls).items()}}
+        if getattr(factory, "own_thread_pool", False):  # blocks: ours, peer, ours, each after a pause
+            before = settled(time_interleaved, mine, dev, calls)
+            times = {**settled(time_interleaved, {name: fns}, dev, calls),
+                     **{n: before[n] + ts for n, ts in settled(time_interleaved, mine, dev, calls).items()}}
         else:
             times = time_interleaved({**mine, name: fns}, dev, calls)
         row = _row(name, M, K, N, cold, wbytes, times[name])
