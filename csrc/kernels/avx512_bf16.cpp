@@ -253,9 +253,9 @@ inline Scratch& scratch() {
   return s;
 }
 
-// Direct: panels [p0, p1), at M = 1 kLockstep (at most tuning().decode_panels) at a time (run(np, p) with np <= kLockstep), else one
-// at a time (np = 1); run adds the whole K of rows [m0, m1) into s.y (row sums [q * rows + r][64],
-// zeroed here), then each row goes through the epilogue.
+// Direct: panels [p0, p1), at M = 1 kLockstep (at most tuning().decode_panels) at a time (run(np, p)
+// with np <= kLockstep), else one at a time (np = 1); run adds the whole K of rows [m0, m1) into s.y
+// (row sums [q * rows + r][64], zeroed here), then each row goes through the epilogue.
 constexpr int kLockstep = 4;  // panels at M = 1 (4 x 4 sums leave registers for the conversion)
 template <typename Run, typename Epi>
 inline void direct_panels(int64_t m0, int64_t m1, int64_t p0, int64_t p1, Scratch& s, Run run, Epi epi) {
