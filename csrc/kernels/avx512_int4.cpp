@@ -13,10 +13,7 @@ namespace {
 //   for each row r: c[r][j] += vpdpbusd(lo, bcast(a[r][k0..3])) + vpdpbusd(hi, bcast(a[r][k4..7]))
 // The weights are the unsigned operand and the int8 activations the signed one (broadcast from
 // memory), so no shift of the activations is needed; u - zz is applied per group through the
-// row's group sum: acc = c - zz * asum. MR x 4 int32 accumulators (MR <= 6 -> 24 zmm); each half
-// of the panel's 4 column blocks is unpacked into 4 registers and each row's two activation
-// broadcasts are loaded once per half (a memory-broadcast operand on every vpdpbusd made loads
-// outnumber the dot products).
+// row's group sum: acc = c - zz * asum. MR x 4 int32 accumulators (MR <= 6 -> 24 zmm) + 3 temps.
 // After each group the accumulators go through the contract's fp32 step into y (in L1).
 template <int MR>
 QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
@@ -38,24 +35,14 @@ QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, cons
       const uint8_t* w = blk + k8 * 256;
       prefetch_panel_step(w, QK_PF8);
       QK_UNROLL
-      for (int h = 0; h < 2; ++h) {  // column blocks 2h, 2h + 1: 4 nibble vectors, 2 broadcasts per row
-        __m512i u[2][2];
-        QK_UNROLL
-        for (int jj = 0; jj < 2; ++jj) {
-          const __m512i v = _mm512_loadu_si512(w + 64 * (2 * h + jj));
-          u[jj][0] = _mm512_and_si512(v, m4);
-          u[jj][1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        }
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(w + 64 * j);
+        const __m512i lo = _mm512_and_si512(v, m4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
-          int32_t a4[2];
-          std::memcpy(a4, ag + r * lda + 8 * k8, 8);
-          const __m512i blo = _mm512_set1_epi32(a4[0]), bhi = _mm512_set1_epi32(a4[1]);
-          QK_UNROLL
-          for (int jj = 0; jj < 2; ++jj) {
-            dpbusd(c[r][2 * h + jj], u[jj][0], blo);
-            dpbusd(c[r][2 * h + jj], u[jj][1], bhi);
-          }
+          dpbusd_bcast(c[r][j], lo, ag + r * lda + 8 * k8);
+          dpbusd_bcast(c[r][j], hi, ag + r * lda + 8 * k8 + 4);
         }
       }
     }
