@@ -6,8 +6,8 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -150,9 +150,9 @@ PYBIND11_MODULE(_C, m) {
     return r;
   }, "the run-time tuning choices of this process (from cpu_info; QKERNELS_TUNE_* overrides)");
   m.def("set_tuning", [](const std::string& name, int64_t value) {
-    if (!qk::set_tuning(name.c_str(), value)) throw py::value_error("unknown tuning choice " + name);
-    return qk::tuning().*std::find_if(std::begin(qk::kTuningFields), std::end(qk::kTuningFields),
-                                      [&](const qk::TuningField& f) { return name == f.name; })->field;
+    const std::optional<int64_t> taken = qk::set_tuning(name.c_str(), value);
+    if (!taken) throw py::value_error("unknown tuning choice " + name);
+    return *taken;
   }, "sets one tuning choice for this process (clamped to its range; returns the value taken); for "
      "the bench and measured autotuning, never while kernels run");
   m.def("cpu_path", [] { return std::string(qk::isa_name(qk::active_isa())); }, "the path that runs now");

@@ -46,8 +46,8 @@ def detected_cpu_isa() -> str:
 def cpu_info() -> dict:
     """What qkernels knows about this CPU: 'vendor', 'model', 'family' and 'model_id' (CPUID's
     display family and model numbers: 26 for AMD Zen 5, 25 for Zen 3/4, 6 for Intel), 'features'
-    (the CPU features the OS enables, as the feature model names them), 'paths' (supported_cpu_paths()), 'path' (cpu_isa())
-    'missing' ({path: [features this CPU lacks]} for every path it cannot run) and 'disabled'
+    (the CPU features the OS enables, as the feature model names them), 'paths'
+    (supported_cpu_paths()), 'path' (cpu_isa()), 'missing' ({path: [features this CPU lacks]} for every path it cannot run) and 'disabled'
     (features turned off by QKERNELS_DISABLE_CPU_FEATURES), 'extensions' (the optional kernels the
     active path uses on this CPU, e.g. 'avx512_bf16': W8A16 / W4A16 on bf16 activations through
     vdpbf16ps) and 'tuning' (the run-time tuning choices, e.g. the M from which those run)."""
@@ -55,8 +55,7 @@ def cpu_info() -> dict:
     paths = supported_cpu_paths()
     family, model_id = _C.cpu_family_model()
     return {"vendor": _C.cpu_vendor(), "model": _C.cpu_model(), "family": family, "model_id": model_id,
-            "features": feats, "paths": paths,
-            "path": cpu_isa(),
+            "features": feats, "paths": paths, "path": cpu_isa(),
             "missing": {p: list(_C.missing_features(p, feats)) for p in _C.path_names() if p not in paths},
             "disabled": list(_C.cpu_disabled_features()), "extensions": list(_C.cpu_extensions()),
             "tuning": dict(_C.tuning())}

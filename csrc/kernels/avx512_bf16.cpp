@@ -253,17 +253,17 @@ inline Scratch& scratch() {
   return s;
 }
 
-// Direct: panels [p0, p1), at M = 1 kLockstep (at most tuning().decode_panels) at a time (run(np, p)
-// with np <= kLockstep), else one at a time (np = 1); run adds the whole K of rows [m0, m1) into s.y
-// (row sums [q * rows + r][64], zeroed here), then each row goes through the epilogue.
+// Direct: panels [p0, p1), at M = 1 decode_width(kLockstep) at a time (run(np, p) with np <=
+// kLockstep), else one at a time (np = 1); run adds the whole K of rows [m0, m1) into s.y (row sums
+// [q * rows + r][64], zeroed here), then each row goes through the epilogue.
 constexpr int kLockstep = 4;  // panels at M = 1 (4 x 4 sums leave registers for the conversion)
 template <typename Run, typename Epi>
 inline void direct_panels(int64_t m0, int64_t m1, int64_t p0, int64_t p1, Scratch& s, Run run, Epi epi) {
   const int64_t rows = m1 - m0;
   s.size(0, kLockstep * rows * kPanelN);
+  const int64_t width = rows == 1 ? decode_width(kLockstep) : 1;
   for (int64_t p = p0; p < p1;) {
-    const int64_t width = tuning().decode_panels ? std::min<int64_t>(kLockstep, tuning().decode_panels) : kLockstep;
-    const int np = rows == 1 ? int(std::min<int64_t>(width, p1 - p)) : 1;
+    const int np = int(std::min<int64_t>(width, p1 - p));
     std::fill(s.y, s.y + np * rows * kPanelN, 0.0f);
     run(np, p);
     for (int q = 0; q < np; ++q)

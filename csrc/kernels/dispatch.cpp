@@ -100,13 +100,10 @@ Tuning& tuning_state() {
 
 const Tuning& tuning() { return tuning_state(); }
 
-bool set_tuning(const char* name, int64_t value) {
+std::optional<int64_t> set_tuning(const char* name, int64_t value) {
   for (const TuningField& f : kTuningFields)
-    if (std::strcmp(f.name, name) == 0) {
-      tuning_state().*f.field = valid_tuning(f.field, value);
-      return true;
-    }
-  return false;
+    if (std::strcmp(f.name, name) == 0) return tuning_state().*f.field = valid_tuning(f.field, value);
+  return std::nullopt;
 }
 
 const Kernels& kernels(Isa isa) {

@@ -46,14 +46,19 @@ inline void drive(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w,
   }
 }
 
-// Decode (one row): panels [p0, p1) in chunks of up to NP walked in lockstep by the kernel, so NP
-// sequential weight streams per core are in flight; kernel(NPc, p, acc) fills acc[q] for panels
-// p + q (NPc a compile-time constant), then epi(p + q, acc[q]). tuning().decode_panels, when set,
-// caps the chunk (the streams in flight) at run time.
+// Panels an M = 1 kernel of compile-time width NP walks at a time: NP, or tuning().decode_panels
+// when that is set and smaller (the streams in flight per core are a per-host choice).
+inline int64_t decode_width(int64_t NP) {
+  return tuning().decode_panels ? std::min<int64_t>(NP, tuning().decode_panels) : NP;
+}
+
+// Decode (one row): panels [p0, p1) in chunks of up to decode_width(NP) walked in lockstep by the
+// kernel, so that many sequential weight streams per core are in flight; kernel(NPc, p, acc) fills
+// acc[q] for panels p + q (NPc a compile-time constant), then epi(p + q, acc[q]).
 template <int NP, typename Acc, typename Kernel, typename Epilogue>
 inline void lockstep_panels(int64_t p0, int64_t p1, Kernel kernel, Epilogue epi) {
   alignas(64) Acc acc[NP][kPanelN];
-  const int64_t width = tuning().decode_panels ? std::min<int64_t>(NP, tuning().decode_panels) : NP;
+  const int64_t width = decode_width(NP);
   for (int64_t p = p0; p < p1;) {
     const int np = int(std::min<int64_t>(width, p1 - p));
     with_tile<NP>(np, [&](auto n) { kernel(n, p, acc); });

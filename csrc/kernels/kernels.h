@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "cpu.h"
 
@@ -229,8 +230,9 @@ struct TuningField {
   int64_t Tuning::*field;
 };
 extern const TuningField kTuningFields[4];
-// Sets one field (clamped to its valid range); false for an unknown name. Not while kernels run.
-bool set_tuning(const char* name, int64_t value);
+// Sets one field (clamped to its valid range) and returns the value taken; nullopt for an unknown
+// name. Not while kernels run.
+std::optional<int64_t> set_tuning(const char* name, int64_t value);
 
 // The extension kernels path `isa` may use on this CPU (ext_supported with cpu_info().features),
 // or nullptr.
