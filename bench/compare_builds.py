@@ -8,6 +8,7 @@ alternation for short timing chunks of the same (kind, shape, M, mode), so both 
 machine drift, and reports medians and the after/before speed ratio (> 1: this checkout is faster).
 M=1 "DRAM" rows rotate over 2 GiB of weight copies so the weights stream from memory; hot rows
 rotate over 4 copies (cache-resident) so one process's memory placement does not decide a row.
+Each chunk starts after a pause (SETTLE_S), so the other worker's spinning threads are asleep.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 COLD_BYTES = 2 << 30
+sys.path.insert(0, HERE)
+from bench_kernels import SETTLE_S  # noqa: E402
 
 KINDS = {  # name: (constructor source evaluated in the worker, input dtype)
     "W8A8": ("QuantLinear.from_float(lin, weight_bits=8, act_bits=8)", "float32"),
@@ -101,6 +104,7 @@ def compare(base: Worker, new: Worker, kind: str, K: int, N: int, M: int, cold: 
     for r in range(rounds):
         req["start"] = r * req["calls"]
         for name, w in (("before", base), ("after", new)) if r % 2 == 0 else (("after", new), ("before", base)):
+            time.sleep(SETTLE_S)  # the other worker's OpenMP team spins after its chunk (bench_kernels.py)
             t[name] += w.ask(req)
     b, a = statistics.median(t["before"]) * 1e3, statistics.median(t["after"]) * 1e3
     return {"kind": kind, "K": K, "N": N, "M": M, "mode": "DRAM" if cold else "hot",

@@ -3,6 +3,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "sparse.h"
 #include "driver.h"
 
@@ -26,6 +28,13 @@ namespace {
 // accumulators every iteration; a "+v" asm operand keeps each one pinned in its register.
 inline void dpbusd(__m512i& c, __m512i b, __m512i w) {
   asm("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(w));
+}
+
+// The dword a[0..3] in every lane (a register broadcast, loaded once for all the columns it meets).
+inline __m512i bcast4(const void* a4) {
+  int32_t v;
+  std::memcpy(&v, a4, 4);
+  return _mm512_set1_epi32(v);
 }
 
 // c += dot4(u8 w, s8 a[0..3] broadcast from memory).

@@ -72,9 +72,7 @@ QK_UKERNEL void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, con
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
     QK_UNROLL
     for (int r = 0; r < MR; ++r) {
-      int32_t a4;
-      std::memcpy(&a4, a + r * lda + 4 * k4, 4);
-      const __m512i b = _mm512_set1_epi32(a4);
+      const __m512i b = bcast4(a + r * lda + 4 * k4);
       dpbusd(c[r][0], b, w0);
       dpbusd(c[r][1], b, w1);
       dpbusd(c[r][2], b, w2);
