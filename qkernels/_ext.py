@@ -47,8 +47,9 @@ def cpu_info() -> dict:
     """What qkernels knows about this CPU: 'vendor', 'model', 'family' and 'model_id' (CPUID's
     display family and model numbers: 26 for AMD Zen 5, 25 for Zen 3/4, 6 for Intel), 'features'
     (the CPU features the OS enables, as the feature model names them), 'paths'
-    (supported_cpu_paths()), 'path' (cpu_isa()), 'missing' ({path: [features this CPU lacks]} for every path it cannot run) and 'disabled'
-    (features turned off by QKERNELS_DISABLE_CPU_FEATURES), 'extensions' (the optional kernels the
+    (supported_cpu_paths()), 'path' (cpu_isa()), 'missing' ({path: [features this CPU lacks]} for
+    every path it cannot run) and 'disabled' (features turned off by
+    QKERNELS_DISABLE_CPU_FEATURES), 'extensions' (the optional kernels the
     active path uses on this CPU, e.g. 'avx512_bf16': W8A16 / W4A16 on bf16 activations through
     vdpbf16ps) and 'tuning' (the run-time tuning choices, e.g. the M from which those run)."""
     feats = list(_C.cpu_features())

@@ -30,7 +30,8 @@ inline void dpbusd(__m512i& c, __m512i b, __m512i w) {
   asm("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(b), "v"(w));
 }
 
-// The dword a[0..3] in every lane (a register broadcast, loaded once for all the columns it meets).
+// The 4 bytes at a4 (int8 a[0..3], or a bf16 pair x[k] | x[k+1] << 16) as a dword in every lane: a
+// register broadcast, loaded once for all the column vectors of a tile row it meets.
 inline __m512i bcast4(const void* a4) {
   int32_t v;
   std::memcpy(&v, a4, 4);

@@ -29,16 +29,11 @@ inline void dpbf16_bcast(__m512& c, __m512i w, const uint16_t* x2) {
   asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x2)));
 }
 
-// c += dot2(bf16 w, bf16 pair xb) with xb a register: one broadcast load serves a row's vectors
-// (the memory-broadcast form above loads once per instruction: Zen 5, 6 x 64 tiles, 0.82x -> 1.0x
-// torch bf16 F.linear at M = 128 / 512, 4096 x 4096).
+// c += dot2(bf16 w, bf16 pair xb) with xb a register (bcast4 of x[k], x[k+1]): one broadcast load
+// serves a row's vectors (the memory-broadcast form above loads once per instruction: Zen 5,
+// 6 x 64 tiles, 0.82x -> 1.0x torch bf16 F.linear at M = 128 / 512, 4096 x 4096).
 inline void dpbf16(__m512& c, __m512i w, __m512i xb) {
   asm("vdpbf16ps %2, %1, %0" : "+v"(c) : "v"(w), "v"(xb));
-}
-inline __m512i bcast_pair(const uint16_t* x2) {  // the dword x[0] | x[1] << 16 in every lane
-  int32_t v;
-  std::memcpy(&v, x2, 4);
-  return _mm512_set1_epi32(v);
 }
 
 // Rows [m0, m1) in tiles of at most 6: tile(R, m) with R a compile-time row count.
@@ -135,7 +130,7 @@ QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx
       for (int j = 0; j < 4; ++j) wv[j] = _mm512_load_si512(w + 32 * j);
       QK_UNROLL
       for (int r = 0; r < MR; ++r) {
-        const __m512i xb = bcast_pair(x + r * ldx + 2 * kk);
+        const __m512i xb = bcast4(x + r * ldx + 2 * kk);
         QK_UNROLL
         for (int j = 0; j < 4; ++j) dpbf16(c[r][j], wv[j], xb);
       }
@@ -174,7 +169,7 @@ QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx
       w8_pair(row, k + 1 < K, w);
       QK_UNROLL
       for (int r = 0; r < MR; ++r) {
-        const __m512i xb = bcast_pair(x + r * ldx + k);
+        const __m512i xb = bcast4(x + r * ldx + k);
         QK_UNROLL
         for (int j = 0; j < 4; ++j) dpbf16(c[q * MR + r][j], w[j], xb);
       }
