@@ -31,6 +31,8 @@ KINDS = {  # name: (constructor source evaluated in the worker, input dtype)
     "W8A16": ("QuantLinear.from_float(lin, weight_bits=8, act_bits=None)", "float32"),
     "W4A8 g128": ("QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=128)", "float32"),
     "W4A16 g128": ("QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=128)", "float32"),
+    "W8A16 bf16 act": ("QuantLinear.from_float(lin, weight_bits=8, act_bits=None)", "bfloat16"),
+    "W4A16 g128 bf16 act": ("QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=128)", "bfloat16"),
     "W4A16 g128 asym": ("QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=128, symmetric=False)",
                         "float32"),
     "2:4 fp32": ("SparseLinear.from_float(lin)", "float32"),

@@ -137,6 +137,7 @@ QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx
     }
     const float* sc[1] = {scale ? scale + i * scale_stride : nullptr};
     add_sums<MR>(c, scale ? sc : nullptr, MR, y, ldy);
+    sums_in_memory();
   }
 }
 

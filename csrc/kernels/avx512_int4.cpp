@@ -71,6 +71,7 @@ QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, cons
         _mm512_storeu_ps(y[r] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[r] + 16 * j), t));
       }
     }
+    sums_in_memory();
   }
 }
 
@@ -231,6 +232,7 @@ QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* a
         _mm512_storeu_ps(y[q] + 16 * j, _mm512_add_ps(_mm512_loadu_ps(y[q] + 16 * j), t));
       }
     }
+    sums_in_memory();
   }
 }
 
