@@ -48,6 +48,11 @@ inline void fma_bcast(__m512& c, __m512 u, const float* x) {
   asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(c) : "v"(u), "m"(*x));
 }
 
+// c += u * xb with xb a register broadcast of one x value.
+inline void fma_reg(__m512& c, __m512 u, __m512 xb) {
+  asm("vfmadd231ps %2, %1, %0" : "+v"(c) : "v"(u), "v"(xb));
+}
+
 inline void prefetch_panel_step(const void* w, int64_t distance) {  // one 256-byte k step
   for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + distance + 64 * l, _MM_HINT_T0);
 }

@@ -116,31 +116,59 @@ QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const u
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     const float* xk = xg + 8 * k8;
     QK_UNROLL
-    for (int q = 0; q < NP; ++q) {
-      const uint8_t* w = blk[q] + k8 * 256;
-      prefetch_panel_step(w, QK_PF16);
-      // Two halves of 4 k (low nibbles k0..3, high nibbles k4..7); within one, k outer and the
-      // 4 column vectors inner, so MR * 4 accumulators are in flight.
-#pragma GCC unroll 2
-      for (int half = 0; half < 2; ++half) {
-        __m512i e[4];
+    for (int q = 0; q < NP; ++q) prefetch_panel_step(blk[q] + k8 * 256, QK_PF16);
+    if constexpr (ZZ8 && MR > 1) {
+      // k = 8 k8 + t in order (t = 4 half + kk: nibble half of byte kk of each dword, the index
+      // v >> (8 kk + 4 half)). Each row's x[k] is broadcast into a register once for its NP * 4
+      // vectors: a memory-broadcast operand on every FMA (the form below) made one load per FMA
+      // and ran at 0.81x of this in a single-core microbenchmark on Zen 5 (6 x 64 tile); through
+      // the op, 1.12-1.36x at M = 8-512. Decode (MR = 1) keeps the form below: with 6 panels in
+      // lockstep this one measured 0.91-0.96x there (one panel: 1.00-1.08x).
+#pragma GCC unroll 8
+      for (int t = 0; t < 8; ++t) {
+        __m512 xb[MR];
         QK_UNROLL
-        for (int j = 0; j < 4; ++j) {
-          const __m512i v = _mm512_loadu_si512(w + 64 * j);
-          if constexpr (ZZ8)
-            e[j] = half ? _mm512_srli_epi32(v, 4) : v;
-          else
-            e[j] = _mm512_add_epi8(_mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(0x0f)),
-                                   _mm512_load_si512(zoff[q] + 16 * j));
-        }
-#pragma GCC unroll 4
-        for (int kk = 0; kk < 4; ++kk) {
-#pragma GCC unroll 4
+        for (int r = 0; r < MR; ++r) xb[r] = _mm512_set1_ps(xk[r * ldx + t]);
+        const int sh = 8 * (t & 3) + 4 * (t >> 2);
+        QK_UNROLL
+        for (int q = 0; q < NP; ++q)
+          QK_UNROLL
           for (int j = 0; j < 4; ++j) {
-            const __m512i idx = kk ? _mm512_srli_epi32(e[j], 8 * kk) : e[j];
-            const __m512 u = ZZ8 ? _mm512_permutexvar_ps(idx, tlo) : _mm512_permutex2var_ps(tlo, idx, thi);
+            const __m512i v = _mm512_loadu_si512(blk[q] + k8 * 256 + 64 * j);
+            const __m512 u = _mm512_permutexvar_ps(sh ? _mm512_srli_epi32(v, sh) : v, tlo);
             QK_UNROLL
-            for (int r = 0; r < MR; ++r) fma_bcast(c[r * NP + q][j], u, xk + r * ldx + 4 * half + kk);
+            for (int r = 0; r < MR; ++r) fma_reg(c[r * NP + q][j], u, xb[r]);
+          }
+      }
+    } else {
+      // Two halves of 4 k (low nibbles k0..3, high nibbles k4..7); within one, k outer and the
+      // 4 column vectors inner, so MR * 4 accumulators are in flight. With other zero points the
+      // offset nibbles e of a half take 4 registers, which leaves none for 6 row broadcasts
+      // (storing e and reading it back per use instead ran at 0.85-0.93x).
+      QK_UNROLL
+      for (int q = 0; q < NP; ++q) {
+        const uint8_t* w = blk[q] + k8 * 256;
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; ++half) {
+          __m512i e[4];
+          QK_UNROLL
+          for (int j = 0; j < 4; ++j) {
+            const __m512i v = _mm512_loadu_si512(w + 64 * j);
+            if constexpr (ZZ8)
+              e[j] = half ? _mm512_srli_epi32(v, 4) : v;
+            else
+              e[j] = _mm512_add_epi8(_mm512_and_si512(half ? _mm512_srli_epi16(v, 4) : v, _mm512_set1_epi8(0x0f)),
+                                     _mm512_load_si512(zoff[q] + 16 * j));
+          }
+#pragma GCC unroll 4
+          for (int kk = 0; kk < 4; ++kk) {
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; ++j) {
+              const __m512i idx = kk ? _mm512_srli_epi32(e[j], 8 * kk) : e[j];
+              const __m512 u = ZZ8 ? _mm512_permutexvar_ps(idx, tlo) : _mm512_permutex2var_ps(tlo, idx, thi);
+              QK_UNROLL
+              for (int r = 0; r < MR; ++r) fma_bcast(c[r * NP + q][j], u, xk + r * ldx + 4 * half + kk);
+            }
           }
         }
       }
