@@ -162,11 +162,12 @@ def bench_group(ours, others, x, w, cold, dev):
 
 
 def suites(dev, names):
-    """(our kernels, their peers) per suite: int8 (W8A8, W8A16), int4 (W4A8, W4A16), sparse (2:4) and
-    bf16 (the weight-only kernels with bf16 activations against torch's bf16 paths; CPU only)."""
+    """(our kernels, their peers) per suite: int8 (W8A8, W8A16), int4 (W4A8, W4A16; from PREFILL_M rows
+    on also against the int8-weight peers), sparse (2:4) and bf16 (the weight-only kernels with bf16
+    activations against torch's bf16 paths; CPU only)."""
     table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS) if dev == "cpu"
              else (peers.GPU_OURS, peers.GPU_PEERS),
-             "int4": (peers.CPU_W4, peers.CPU_PEERS_W4) if dev == "cpu"
+             "int4": (peers.CPU_W4, {**peers.CPU_PEERS_W4, **peers.CPU_PEERS_W4_PREFILL}) if dev == "cpu"
              else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n}),
              "sparse": (peers.CPU_S24, peers.CPU_PEERS_S24) if dev == "cpu"
              else (peers.GPU_S24, peers.GPU_PEERS_S24),
@@ -186,7 +187,9 @@ def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "spars
                 x = torch.randn(M, K, device=dev)
                 for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
                     group = {n: f for n, f in others.items()
-                             if not (dev == "cuda" and "_int_mm" in n and M <= 16)}  # cuBLAS int8 needs M > 16
+                             if not (dev == "cuda" and "_int_mm" in n and M <= 16)  # cuBLAS int8 needs M > 16
+                             and not (ours is peers.CPU_W4 and n in peers.CPU_PEERS_W4_PREFILL
+                                      and M < peers.PREFILL_M)}
                     results += bench_group(ours, group, x, w, cold, dev)
     return results
 

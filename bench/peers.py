@@ -224,6 +224,11 @@ CPU_PEERS_W4 = {
 }
 if ort_available():
     CPU_PEERS_W4["onnxruntime MatMulNBits (acc lvl 4)"] = ort_matmul_nbits
+# W4A8 at prefill is held to the best int8-weight peer (int8 activations, no AMX): those peers join
+# the int4 suite from PREFILL_M rows on, so its ratio comes from one window like every other.
+PREFILL_M = 32
+CPU_PEERS_W4_PREFILL = {n: CPU_PEERS[n] for n in ("torch.ao dynamic int8 (fbgemm)", "torch._int_mm + act quant",
+                                                  "onnxruntime DynamicQuantizeMatMul") if n in CPU_PEERS}
 CPU_BF16 = {"qkernels W8A16 (bf16 act)": qk_w8a16_bf16, "qkernels W4A16 (bf16 act)": qk_w4a16_bf16}
 CPU_PEERS_BF16 = {"torch bf16 F.linear": torch_bf16, "torch._weight_int8pack_mm (bf16 act)": torch_int8pack,
                   "torch._weight_int4pack_mm (bf16 act)": torch_int4pack}
