@@ -162,16 +162,18 @@ def bench_group(ours, others, x, w, cold, dev):
 
 
 def suites(dev, names):
-    """(our kernels, their peers) per suite: int8 (W8A8, W8A16), int4 (W4A8, W4A16; from PREFILL_M rows
-    on also against the int8-weight peers), sparse (2:4) and bf16 (the weight-only kernels with bf16
-    activations against torch's bf16 paths; CPU only)."""
-    table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS) if dev == "cpu"
-             else (peers.GPU_OURS, peers.GPU_PEERS),
-             "int4": (peers.CPU_W4, {**peers.CPU_PEERS_W4, **peers.CPU_PEERS_W4_PREFILL}) if dev == "cpu"
-             else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n}),
-             "sparse": (peers.CPU_S24, peers.CPU_PEERS_S24) if dev == "cpu"
-             else (peers.GPU_S24, peers.GPU_PEERS_S24),
-             "bf16": (peers.CPU_BF16, peers.CPU_PEERS_BF16)}
+    """(our kernels, their peers, the least M each listed peer runs at) per suite: int8 (W8A8, W8A16),
+    int4 (W4A8, W4A16; from PREFILL_M rows on also against the int8-weight peers), sparse (2:4) and
+    bf16 (the weight-only kernels with bf16 activations against torch's bf16 paths; CPU only)."""
+    int_mm_17 = {n: 17 for n in peers.GPU_PEERS if "_int_mm" in n}  # cuBLAS int8 needs M > 16
+    table = {"int8": ({**peers.CPU_W8A8, **peers.CPU_W8A16}, peers.CPU_PEERS, {}) if dev == "cpu"
+             else (peers.GPU_OURS, peers.GPU_PEERS, int_mm_17),
+             "int4": (peers.CPU_W4, {**peers.CPU_PEERS_W4, **peers.CPU_PEERS_W4_PREFILL},
+                      dict.fromkeys(peers.CPU_PEERS_W4_PREFILL, peers.PREFILL_M)) if dev == "cpu"
+             else (peers.GPU_W4, {n: f for n, f in peers.GPU_PEERS.items() if "bf16" in n or "fp16" in n}, {}),
+             "sparse": (peers.CPU_S24, peers.CPU_PEERS_S24, {}) if dev == "cpu"
+             else (peers.GPU_S24, peers.GPU_PEERS_S24, {}),
+             "bf16": (peers.CPU_BF16, peers.CPU_PEERS_BF16, {})}
     if dev != "cpu" and "bf16" in names:
         raise ValueError("the bf16 suite is CPU-only (the GPU suites already time bf16 / fp16 activations)")
     return [table[n] for n in names]
@@ -180,16 +182,13 @@ def suites(dev, names):
 def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "sparse", "bf16")):
     torch.manual_seed(0)
     results = []
-    for ours, others in suites(dev, suite_names):
+    for ours, others, least_m in suites(dev, suite_names):
         for K, N in shapes:
             w = torch.randn(N, K, device=dev) * 0.02
             for M in ms:
                 x = torch.randn(M, K, device=dev)
                 for cold in ([True, False] if (M == 1 and cold_m1 and dev == "cpu") else [False]):
-                    group = {n: f for n, f in others.items()
-                             if not (dev == "cuda" and "_int_mm" in n and M <= 16)  # cuBLAS int8 needs M > 16
-                             and not (ours is peers.CPU_W4 and n in peers.CPU_PEERS_W4_PREFILL
-                                      and M < peers.PREFILL_M)}
+                    group = {n: f for n, f in others.items() if M >= least_m.get(n, 1)}
                     results += bench_group(ours, group, x, w, cold, dev)
     return results
 

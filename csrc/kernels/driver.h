@@ -17,15 +17,15 @@
 #define QK_UKERNEL __attribute__((noinline))
 #define QK_UNROLL _Pragma("GCC unroll 16")
 
+namespace qk {
+namespace {  // per translation unit: each path instantiates its own copy with its own flags
+
 // A microkernel that adds a pass (a group, a chunk) into row sums y in memory calls this after each
 // pass's stores: y is then read back from L1 by the next pass. Without it GCC keeps the sums it just
 // stored in registers until their next use and, short of registers in the hot loop in between,
 // spills and reloads them around that loop (W4A8 4 x 64 on AVX-512: 39 stack accesses in the
 // kernel -> 13, 1.02-1.14x at M = 32-512 on Zen 5).
 inline void sums_in_memory() { asm volatile("" ::: "memory"); }
-
-namespace qk {
-namespace {  // per translation unit: each path instantiates its own copy with its own flags
 
 // Calls f(std::integral_constant<int, n>{}) for a run-time n in [1, MAX], so a row or panel count
 // picks a compile-time tile size (the kernels are templates on it).
