@@ -272,8 +272,10 @@ def test_decode_panels_changes_no_result(isa):
     try:
         _C.set_tuning("bf16_dot_min_batch", 1)  # bf16 x at M = 1 through the bf16 dot where there is one
         outs = {}
-        for width in (0, 1, 2, 3, 5, 8):
+        for width, pf in ((0, 4096), (1, 0), (2, 64), (3, 4096), (5, 8192), (8, 65536)):
             _C.set_tuning("decode_panels", width)
+            _C.set_tuning("prefetch_distance", pf)  # prefetches only touch memory ahead of the stream
+            _C.set_tuning("sparse_prefetch_distance", pf)
             with torch.no_grad():
                 outs[width] = [m(x) for m in mods for x in xs]
     finally:
@@ -281,3 +283,33 @@ def test_decode_panels_changes_no_result(isa):
             _C.set_tuning(k, v)
     for width, ys in outs.items():
         assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), width
+
+
+def test_tile_rows_changes_no_result(isa):
+    """tuning().tile_rows (rows per prefill register tile) only regroups rows, which never share a
+    sum: every layer kind's output is bit-identical at every height, on every path, with row counts
+    that leave a short last tile."""
+    import qkernels
+    from qkernels import _C
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64 * 3 + 5)
+    mods = [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=8),
+            qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
+            qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=64),
+            qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64),
+            qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64, symmetric=False),
+            qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
+    xs = [torch.randn(23, 256), torch.randn(23, 256).bfloat16()]
+    before = dict(_C.tuning())
+    try:
+        _C.set_tuning("bf16_dot_min_rows", 16)  # bf16 x: the register-converting tiles below 16 rows
+        outs = {}
+        for rows in (0, 1, 2, 3, 4, 5):
+            _C.set_tuning("tile_rows", rows)
+            with torch.no_grad():
+                outs[rows] = [m(x[:n]) for m in mods for x in xs for n in (13, 23)]
+    finally:
+        for k, v in before.items():
+            _C.set_tuning(k, v)
+    for rows, ys in outs.items():
+        assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), rows

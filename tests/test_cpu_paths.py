@@ -205,9 +205,12 @@ def test_extensions_follow_the_cpu_and_the_active_path():
 
 def test_tuning_overrides_from_the_environment():
     info, _ = _run({"QKERNELS_TUNE_BF16_DOT_MIN_BATCH": "0", "QKERNELS_TUNE_BF16_DOT_MIN_ROWS": "1",
-                    "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257", "QKERNELS_TUNE_DECODE_PANELS": "3"})
+                    "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257", "QKERNELS_TUNE_DECODE_PANELS": "3",
+                    "QKERNELS_TUNE_TILE_ROWS": "2", "QKERNELS_TUNE_PREFETCH_DISTANCE": "1000",
+                    "QKERNELS_TUNE_SPARSE_PREFETCH_DISTANCE": "99999999"})
     assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256,
-                              "decode_panels": 3}
+                              "decode_panels": 3, "tile_rows": 2, "prefetch_distance": 960,
+                              "sparse_prefetch_distance": 1 << 20}
 
 
 def test_family_and_model_decoding():
@@ -235,6 +238,7 @@ def test_decode_panels_default_follows_the_cpu_and_set_tuning_changes_it():
     try:
         assert _C.set_tuning("decode_panels", 3) == 3 and qkernels.cpu_info()["tuning"]["decode_panels"] == 3
         assert _C.set_tuning("bf16_dot_chunk_k", 7) == 6 and _C.set_tuning("bf16_dot_min_batch", 0) == 1
+        assert _C.set_tuning("prefetch_distance", 100) == 64 and _C.set_tuning("tile_rows", 5) == 5
         with pytest.raises(ValueError, match="unknown tuning choice no_such"):
             _C.set_tuning("no_such", 1)
     finally:

@@ -8,16 +8,6 @@
 #include "sparse.h"
 #include "driver.h"
 
-// Software prefetch distance (bytes ahead in the panel stream) for M=1 decode from DRAM; 4 KiB
-// measured best here for the int8 kernels (1-2 KiB left W8A16 ~30% slower); the int4 kernels use
-// the same (W4A8: 1, 2, 4 and 8 KiB and none measured, 2-8 KiB alike, 1 KiB and none ~10% slower).
-#ifndef QK_PF8
-#define QK_PF8 4096
-#endif
-#ifndef QK_PF16
-#define QK_PF16 4096
-#endif
-
 namespace qk {
 void gemm_w4a8_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 void gemm_w4a16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
@@ -53,7 +43,9 @@ inline void fma_reg(__m512& c, __m512 u, __m512 xb) {
   asm("vfmadd231ps %2, %1, %0" : "+v"(c) : "v"(u), "v"(xb));
 }
 
-inline void prefetch_panel_step(const void* w, int64_t distance) {  // one 256-byte k step
+// Software prefetch of one 256-byte k step `distance` bytes ahead in a panel stream (distance:
+// tuning().prefetch_distance, read once per kernel call; 0 touches the step itself).
+inline void prefetch_panel_step(const void* w, int64_t distance) {
   for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + distance + 64 * l, _MM_HINT_T0);
 }
 

@@ -39,7 +39,9 @@ inline void dpbf16(__m512& c, __m512i w, __m512i xb) {
 // Rows [m0, m1) in tiles of at most 6: tile(R, m) with R a compile-time row count.
 template <typename Tile>
 inline void row_tiles(int64_t m0, int64_t m1, Tile tile) {
-  for (int64_t m = m0; m < m1; m += 6) with_tile<6>(int(std::min<int64_t>(6, m1 - m)), [&](auto R) { tile(R, m); });
+  const int64_t height = tile_height(6);
+  for (int64_t m = m0; m < m1; m += height)
+    with_tile<6>(int(std::min<int64_t>(height, m1 - m)), [&](auto R) { tile(R, m); });
 }
 
 // ---- weights to bf16 pair vectors ------------------------------------------------------------------
@@ -155,6 +157,7 @@ inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m
 template <int MR, int NP>
 QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx, const int8_t* wp, int64_t pb,
                                                   int64_t k0, int64_t k1, int64_t K, float* y) {
+  const int64_t pf = tuning().prefetch_distance;
   __m512 c[MR * NP][4];
   QK_UNROLL
   for (int t = 0; t < MR * NP; ++t)
@@ -164,8 +167,8 @@ QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx
     QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       const int8_t* row = wp + q * pb + k * kPanelN;
-      _mm_prefetch(reinterpret_cast<const char*>(row) + QK_PF16, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(row) + QK_PF16 + 64, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row) + pf, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row) + pf + 64, _MM_HINT_T0);
       __m512i w[4];
       w8_pair(row, k + 1 < K, w);
       QK_UNROLL
@@ -183,6 +186,7 @@ QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx
 template <int MR, int NP>
 QK_UKERNEL void gemm_bf16u4f32_mrxnp64_avx512bf16(const uint16_t* xg, int64_t ldx, const uint8_t* wp, int64_t pb,
                                                   int64_t grp, int64_t gk, float* y) {
+  const int64_t pf = tuning().prefetch_distance;
   const int64_t gb = w4_group_bytes(gk);
   const __m512i table = w4_table();
   alignas(64) __m512i zoff[NP][4];  // read back per use: registers are for the sums
@@ -202,7 +206,7 @@ QK_UKERNEL void gemm_bf16u4f32_mrxnp64_avx512bf16(const uint16_t* xg, int64_t ld
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     QK_UNROLL
     for (int q = 0; q < NP; ++q) {
-      prefetch_panel_step(blk[q] + k8 * 256, QK_PF16);
+      prefetch_panel_step(blk[q] + k8 * 256, pf);
       QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         __m512i w[4];

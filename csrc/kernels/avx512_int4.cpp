@@ -25,6 +25,7 @@ namespace {
 template <int MR>
 QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
                          int64_t G, int64_t gk, float y[][kPanelN]) {
+  const int64_t pf = tuning().prefetch_distance;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
@@ -40,7 +41,7 @@ QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, cons
       for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const uint8_t* w = blk + k8 * 256;
-      prefetch_panel_step(w, QK_PF8);
+      prefetch_panel_step(w, pf);
       __m512i lo[4], hi[4];
       QK_UNROLL
       for (int j = 0; j < 4; ++j) {
@@ -94,6 +95,7 @@ inline bool zz_all_8(const uint8_t* zz) {
 
 template <int MR, int NP, bool ZZ8>
 QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const uint8_t* const* blk, int64_t gk, float y[][kPanelN]) {
+  const int64_t pf = tuning().prefetch_distance;
   const __m512 tlo = ZZ8 ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
                          : _mm512_setr_ps(-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6, -5, -4, -3, -2, -1);
   const __m512 thi = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -116,7 +118,7 @@ QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const u
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     const float* xk = xg + 8 * k8;
     QK_UNROLL
-    for (int q = 0; q < NP; ++q) prefetch_panel_step(blk[q] + k8 * 256, QK_PF16);
+    for (int q = 0; q < NP; ++q) prefetch_panel_step(blk[q] + k8 * 256, pf);
     if constexpr (ZZ8 && MR > 1) {
       // k = 8 k8 + t in order (t = 4 half + kk: nibble half of byte kk of each dword, the index
       // v >> (8 kk + 4 half)). Each row's x[k] is broadcast into a register once for its NP * 4
@@ -221,6 +223,7 @@ inline void gemm_f32u4f32_mrxnp64_avx512(const float* x, int64_t ldx, const uint
 template <int NP>
 QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* asum, const uint8_t* wp, int64_t pb,
                             int64_t G, int64_t gk, float y[][kPanelN]) {
+  const int64_t pf = tuning().prefetch_distance;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   QK_UNROLL
   for (int q = 0; q < NP; ++q)
@@ -237,7 +240,7 @@ QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* a
       QK_UNROLL
       for (int q = 0; q < NP; ++q) {
         const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
-        prefetch_panel_step(w, QK_PF8);
+        prefetch_panel_step(w, pf);
         QK_UNROLL
         for (int j = 0; j < 4; ++j) {
           const __m512i v = _mm512_loadu_si512(w + 64 * j);

@@ -60,6 +60,7 @@ void quant_row_bf16_avx512(const uint16_t* x, int64_t K, int8_t* q, float* s) { 
 template <int MR>
 QK_UKERNEL void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
                          int32_t acc[][kPanelN]) {
+  const int64_t pf = tuning().prefetch_distance;
   __m512i c[MR][4];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
@@ -67,7 +68,7 @@ QK_UKERNEL void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, con
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const int8_t* w = wp + k4 * 256;
-    prefetch_panel_step(w, QK_PF8);
+    prefetch_panel_step(w, pf);
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
     QK_UNROLL
@@ -102,6 +103,7 @@ void gemm_w8a8_avx512(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int
 template <int MR>
 QK_UKERNEL void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
                           float acc[][kPanelN]) {
+  const int64_t pf = tuning().prefetch_distance;
   __m512 c[MR][4];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
@@ -109,7 +111,7 @@ QK_UKERNEL void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const in
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN;
-    _mm_prefetch(reinterpret_cast<const char*>(w) + QK_PF16, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w) + pf, _MM_HINT_T0);
     __m512 wv[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j)

@@ -37,16 +37,23 @@ inline void with_tile(int n, F&& f) {
 }
 
 // Rows [m0, m1) x panels [p0, p1): for each panel (panel_bytes apart from w), rows in tiles of at
-// most MR; uk(R, m, panel, acc) fills acc[r][0..64) for rows m .. m + R - 1 (R a compile-time
+// most tile_height(MR); uk(R, m, panel, acc) fills acc[r][0..64) for rows m .. m + R - 1 (R a compile-time
 // constant), then epi(m + r, p, acc[r]) writes each row. One task keeps its panel hot in cache.
+// Rows per tile of a kernel of compile-time height MR: MR, or tuning().tile_rows when that is set
+// and smaller (a per-host choice; rows never share a sum, so no result depends on it).
+inline int64_t tile_height(int64_t MR) {
+  return tuning().tile_rows ? std::min<int64_t>(MR, tuning().tile_rows) : MR;
+}
+
 template <int MR, typename Acc, typename Ukernel, typename Epilogue>
 inline void drive(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w, int64_t panel_bytes,
                   Ukernel uk, Epilogue epi) {
   alignas(64) Acc acc[MR][kPanelN];
+  const int64_t height = tile_height(MR);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* wp = static_cast<const uint8_t*>(w) + p * panel_bytes;
-    for (int64_t m = m0; m < m1; m += MR) {
-      const int mr = int(std::min<int64_t>(MR, m1 - m));
+    for (int64_t m = m0; m < m1; m += height) {
+      const int mr = int(std::min<int64_t>(height, m1 - m));
       with_tile<MR>(mr, [&](auto R) { uk(R, m, wp, acc); });
       for (int r = 0; r < mr; ++r) epi(m + r, p, acc[r]);
     }

@@ -222,6 +222,11 @@ struct Tuning {
                               // order (per-chunk partial sums), the same for every M
   int64_t decode_panels;      // M = 1: at most this many panels (weight streams) walked in lockstep
                               // per core (0: each kernel's own width, 4-8); not part of any sum order
+  int64_t tile_rows;          // prefill: at most this many rows per register tile (0: each kernel's
+                              // own height, 2-6); rows never share a sum
+  int64_t prefetch_distance;  // AVX-512 dense kernels: bytes ahead in each panel stream that a
+                              // software prefetch touches (multiple of 64; 0: none issued)
+  int64_t sparse_prefetch_distance;  // the same for the AVX-512 2:4 kernels
 };
 const Tuning& tuning();
 // The fields by name (lower case, as in cpu_info()['tuning'] and QKERNELS_TUNE_<NAME>).
@@ -229,7 +234,7 @@ struct TuningField {
   const char* name;
   int64_t Tuning::*field;
 };
-extern const TuningField kTuningFields[4];
+extern const TuningField kTuningFields[7];
 // Sets one field (clamped to its valid range) and returns the value taken; nullopt for an unknown
 // name. Not while kernels run.
 std::optional<int64_t> set_tuning(const char* name, int64_t value);

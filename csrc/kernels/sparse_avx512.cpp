@@ -9,10 +9,6 @@
 
 namespace qk {
 namespace {
-// Prefetch distance into the panel stream: 8 KiB measured best for M=1 from DRAM (2, 4, 8, 16 KiB
-// tried; 4 KiB and 16 KiB ~5% slower).
-constexpr int kPfS = 8192;
-
 // ---- float values: gemm_f32sp24f32_mrx64_avx512 (sp24: 2:4-compressed fp32 or bf16 values) -----------------------------------------------------
 // Per block (32 k) the 64 columns' meta words sit in m[0..3] (16 lanes each). For group g:
 //   xw[r]   = x[r][4g .. 4g+3] broadcast to all four 128-bit quads (vbroadcastf32x4)
@@ -37,6 +33,7 @@ inline void load_values(const uint8_t* vg, int j, __m512* v0, __m512* v1) {
 
 template <int MR, bool BF16>
 QK_UKERNEL void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk, float acc[][kPanelN]) {
+  const int64_t pf = tuning().sparse_prefetch_distance;
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m512 c[MR][4];
   QK_UNROLL
@@ -46,7 +43,7 @@ QK_UKERNEL void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const 
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     for (int l = 0; l < int(s24_block_bytes(esize) / 64); ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + kPfS + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
     __m512i m[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
@@ -86,6 +83,7 @@ inline void dpwssd(__m512i& c, __m512i v, __m512i a) {
 
 template <int MR>
 QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int32_t acc[][kPanelN]) {
+  const int64_t pf = tuning().sparse_prefetch_distance;
   __m512i c[MR][4];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
@@ -94,7 +92,7 @@ QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, 
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
     for (int l = 0; l < int(s24_block_bytes(1) / 64); ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + kPfS + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
     __m512i m[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
@@ -126,15 +124,17 @@ QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, 
 // ---- decode (one row): NP panels in lockstep, one 32-k block of each in turn -------------------
 // NP concurrent weight streams per core (see gemm_s8u4s32_1xnp64_avx512vnni in avx512_int4.cpp for why);
 // the per-column arithmetic and its order are those of the kernels above.
-// Prefetches kPfS ahead in each of np panel streams (pb bytes apart), bb bytes each.
-inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb) {
+// Prefetches pf bytes ahead (tuning().sparse_prefetch_distance) in each of np panel streams (pb bytes
+// apart), bb bytes each.
+inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb, int64_t pf) {
   for (int q = 0; q < np; ++q)
     for (int64_t l = 0; l < bb / 64; ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(w + q * pb) + kPfS + 64 * l, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + q * pb) + pf + 64 * l, _MM_HINT_T0);
 }
 
 template <int NP, bool BF16>
 QK_UKERNEL void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp, int64_t pb, int64_t nblk, float acc[][kPanelN]) {
+  const int64_t pf = tuning().sparse_prefetch_distance;
   constexpr int64_t esize = BF16 ? 2 : 4, bb = 4 * kPanelN + 8 * 4 * 32 * esize;
   __m512 c[NP][4];
   QK_UNROLL
@@ -142,7 +142,7 @@ QK_UKERNEL void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp,
     QK_UNROLL
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblk; ++b) {
-    prefetch_blocks(wp + b * bb, pb, NP, bb);
+    prefetch_blocks(wp + b * bb, pb, NP, bb, pf);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       const __m512 xw = _mm512_broadcast_f32x4(_mm_loadu_ps(x + b * kS24BlockK + 4 * gl));
@@ -170,6 +170,7 @@ QK_UKERNEL void gemm_f32sp24f32_1xnp64_avx512(const float* x, const uint8_t* wp,
 
 template <int NP>
 QK_UKERNEL void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_t* wp, int64_t pb, int64_t nblk, int32_t acc[][kPanelN]) {
+  const int64_t pf = tuning().sparse_prefetch_distance;
   constexpr int64_t bb = 4 * kPanelN + 8 * 4 * 32;
   __m512i c[NP][4];
   QK_UNROLL
@@ -177,7 +178,7 @@ QK_UKERNEL void gemm_s16sp24s32_1xnp64_avx512vnni(const int16_t* a, const uint8_
     QK_UNROLL
     for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblk; ++b) {
-    prefetch_blocks(wp + b * bb, pb, NP, bb);
+    prefetch_blocks(wp + b * bb, pb, NP, bb, pf);
 #pragma GCC unroll 8
     for (int gl = 0; gl < 8; ++gl) {
       int64_t w4;
