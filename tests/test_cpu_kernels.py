@@ -313,3 +313,40 @@ def test_tile_rows_changes_no_result(isa):
             _C.set_tuning(k, v)
     for rows, ys in outs.items():
         assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), rows
+
+
+def test_f32_convert_min_rows_changes_no_result(isa):
+    """tuning().f32_convert_min_rows picks, per task, between the fp32 weight-only kernels that
+    convert weights in registers and those that convert a panel chunk once into an fp32 scratch
+    (the 256-bit paths; a no-op elsewhere). Both run the same FMA chains per output, storing and
+    reloading a chain at chunk boundaries (256 k), so every W8A16 / W4A16 output is bit-identical
+    either way: K within one chunk, across chunks, odd K, groups smaller than a chunk and one group
+    (per channel) longer than a chunk; fp32 and bf16 x; row counts with short last tiles."""
+    import qkernels
+    from qkernels import _C
+    torch.manual_seed(0)
+    mods = []
+    for K in (40, 301, 600):
+        lin = torch.nn.Linear(K, 64 * 2 + 5)
+        mods += [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
+                 qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=None),
+                 qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=None, symmetric=False)]
+        if K % 8 == 0:
+            mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=8, symmetric=False)]
+        if K == 600:
+            mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=128)]
+    xs = [(m, x) for m in mods for x in (torch.randn(23, m.in_features), torch.randn(23, m.in_features).bfloat16())]
+    before = dict(_C.tuning())
+    outs = {}
+    try:
+        _C.set_tuning("bf16_dot_min_batch", 1 << 30)  # bf16 x through the fp32 kernels on every path
+        for rows in (1, 7, 1 << 30):
+            _C.set_tuning("f32_convert_min_rows", rows)
+            with torch.no_grad():
+                outs[rows] = [m(x[:n]) for m, x in xs for n in (1, 9, 23)]
+    finally:
+        for k, v in before.items():
+            _C.set_tuning(k, v)
+    ref = outs[1 << 30]
+    for rows, ys in outs.items():
+        assert all(torch.equal(a, b) for a, b in zip(ys, ref)), rows

@@ -87,6 +87,123 @@ static void gemm_w8a8_avx2(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0
   gemm_w8a8_ymm(g, m0, m1, p0, p1, SignTrickDot{});
 }
 
+// ---- W8A16 / W4A16, converted: fp32 weights in a per-thread scratch, 6 x 16 tiles ---------------
+// The direct kernels (below) convert each weight in registers for the 1-4 rows of their tile, so at
+// prefill the conversion, not the FMA, bounds them. From tuning().f32_convert_min_rows rows per task
+// a task instead converts each panel once per chunk of up to kChunkK k values (never across a W4
+// group) into four fp32 strips [kc][16] (columns 16j .. 16j + 15) and runs all its rows over them
+// in 6 x 16 tiles: 12 accumulators, two weight loads and six broadcasts per 12 FMAs.
+// The operations per output are the direct kernels': W8A16 one fp32 FMA chain over k in order,
+// W4A16 one chain per group, then y = y + c * scale (no FMA). At a chunk boundary inside a chain the
+// chain's value is stored and reloaded (exact), so a row's result is bit-identical in both kernels,
+// whatever the batch.
+constexpr int64_t kChunkK = 256;
+
+// Rows of tile r at part / y + r * kPanelN (this strip's 16 columns). first: the chain starts at 0,
+// else at part. last with a scale (W4A16 group end): y = y + c * scale; otherwise c goes to part.
+template <int MR>
+static QK_UKERNEL void gemm_f32f32f32_mrx16_avx2(const float* x, int64_t ldx, const float* ws, int64_t kc, float* part,
+                                                 float* y, const float* scale, bool first, bool last) {
+  __m256 c[MR][2];
+  QK_UNROLL
+  for (int r = 0; r < MR; ++r)
+    QK_UNROLL
+    for (int j = 0; j < 2; ++j) c[r][j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(part + r * kPanelN + 8 * j);
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 w0 = _mm256_load_ps(ws + 16 * k), w1 = _mm256_load_ps(ws + 16 * k + 8);
+    QK_UNROLL
+    for (int r = 0; r < MR; ++r) {
+      const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
+      c[r][0] = _mm256_fmadd_ps(b, w0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(b, w1, c[r][1]);
+    }
+  }
+  QK_UNROLL
+  for (int r = 0; r < MR; ++r)
+    QK_UNROLL
+    for (int j = 0; j < 2; ++j) {
+      if (last && scale) {
+        float* yr = y + r * kPanelN + 8 * j;
+        _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), _mm256_mul_ps(c[r][j], _mm256_loadu_ps(scale + 8 * j))));
+      } else {
+        _mm256_storeu_ps(part + r * kPanelN + 8 * j, c[r][j]);
+      }
+    }
+  sums_in_memory();
+}
+
+namespace {
+struct F32Scratch {
+  Buffer<float> w, part, y;
+};
+}  // namespace
+
+// Rows [m0, m1) x panels [p0, p1) over K k values in groups of gk (W8A16: one group, gk = K):
+// convert(p, k0, k1, ws) writes k [k0, k1) of panel p as the four strips; scale(p, g) is group g's
+// 64 scales (null for W8A16: the sums stay raw for its epilogue); epi(m, p, row sums).
+template <typename Convert, typename Scale, typename Epi>
+static void converted_panels(const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t K,
+                             int64_t gk, Convert convert, Scale scale, Epi epi) {
+  thread_local F32Scratch s;
+  const int64_t rows = m1 - m0;
+  float* ws = s.w.get(kChunkK * kPanelN);
+  float* y = s.y.get(rows * kPanelN);
+  float* part = s.part.get(rows * kPanelN);
+  for (int64_t p = p0; p < p1; ++p) {
+    std::fill(y, y + rows * kPanelN, 0.0f);
+    for (int64_t g0 = 0; g0 < K; g0 += gk) {
+      const float* sc = scale(p, g0 / gk);
+      for (int64_t k0 = g0; k0 < g0 + gk; k0 += kChunkK) {
+        const int64_t k1 = std::min(k0 + kChunkK, g0 + gk), kc = k1 - k0;
+        convert(p, k0, k1, ws);
+        const bool first = k0 == g0, last = k1 == g0 + gk;
+        float* pt = sc ? part : y;
+        row_tiles<6>(m0, m1, [&](auto R, int64_t m) {
+          for (int j = 0; j < 4; ++j)
+            gemm_f32f32f32_mrx16_avx2<R>(x + m * ldx + k0, ldx, ws + j * kc * 16, kc, pt + (m - m0) * kPanelN + 16 * j,
+                                         y + (m - m0) * kPanelN + 16 * j, sc ? sc + 16 * j : nullptr, first, last);
+        });
+      }
+    }
+    for (int64_t m = m0; m < m1; ++m) epi(m, p, y + (m - m0) * kPanelN);
+  }
+}
+
+// k [k0, k1) of a W8A16 panel ([k][64] int8) as fp32 strips.
+static void convert_w8_f32(const int8_t* panel, int64_t k0, int64_t k1, float* ws) {
+  const int64_t kc = k1 - k0;
+  for (int64_t k = k0; k < k1; ++k)
+    QK_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(panel + k * kPanelN + 16 * j));
+      float* dst = ws + j * kc * 16 + (k - k0) * 16;
+      _mm256_store_ps(dst, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+      _mm256_store_ps(dst + 8, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8))));
+    }
+}
+
+// k [k0, k1) (multiples of 8, within the group) of a W4 group block as fp32 strips of u - zz.
+static void convert_w4_f32(const uint8_t* blk, int64_t gk, int64_t k0, int64_t k1, float* ws) {
+  const int64_t kc = k1 - k0;
+  const __m256i m4 = _mm256_set1_epi32(0x0f);
+  __m256i zz[8];
+  QK_UNROLL
+  for (int i = 0; i < 8; ++i)
+    zz[i] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 32 * gk + 4 * kPanelN + 8 * i)));
+  for (int64_t k8 = k0 / 8; k8 < k1 / 8; ++k8)
+    QK_UNROLL
+    for (int i = 0; i < 8; ++i) {  // columns 8i .. 8i + 7: strip i / 2, half i % 2
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + k8 * 256 + 32 * i));
+      float* dst = ws + (i / 2) * kc * 16 + (8 * k8 - k0) * 16 + (i % 2) * 8;
+      QK_UNROLL
+      for (int kk = 0; kk < 8; ++kk) {
+        const int sh = kk < 4 ? 8 * kk : 8 * (kk - 4) + 4;
+        const __m256i q = _mm256_sub_epi32(_mm256_and_si256(sh ? _mm256_srli_epi32(v, sh) : v, m4), zz[i]);
+        _mm256_store_ps(dst + kk * 16, _mm256_cvtepi32_ps(q));
+      }
+    }
+}
+
 // ---- W8A16: gemm_f32s8f32_mrx32_avx2 ------------------------------------------------------------
 // Half a panel per call. Per k: 32 bytes of the panel row widen to 4 ymm fp32;
 // c[r][j] += broadcast(x[r][k]) * wj (MR <= 2 rows: 8 accumulators).
@@ -119,6 +236,13 @@ static QK_UKERNEL void gemm_f32s8f32_mrx32_avx2(const float* x, int64_t ldx, con
 }
 
 void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  if (m1 - m0 >= tuning().f32_convert_min_rows) {
+    const int64_t pb = w8a16_panel_bytes(g.K);
+    converted_panels(static_cast<const float*>(g.x), g.ldx, m0, m1, p0, p1, g.K, g.K,
+                     [&](int64_t p, int64_t k0, int64_t k1, float* ws) { convert_w8_f32(g.w + p * pb, k0, k1, ws); },
+                     [](int64_t, int64_t) -> const float* { return nullptr; }, w8a16_epilogue(g));
+    return;
+  }
   drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                    float acc[][kPanelN]) {
     for (int half = 0; half < 2; ++half)
@@ -204,6 +328,19 @@ static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, co
 }
 
 void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
+  if (m1 - m0 >= tuning().f32_convert_min_rows) {
+    const int64_t pb = w4_panel_bytes(g.G, g.gk), gb = w4_group_bytes(g.gk);
+    converted_panels(static_cast<const float*>(g.a), g.lda, m0, m1, p0, p1, g.G * g.gk, g.gk,
+                     [&](int64_t p, int64_t k0, int64_t k1, float* ws) {
+                       const int64_t grp = k0 / g.gk;
+                       convert_w4_f32(g.w + p * pb + grp * gb, g.gk, k0 - grp * g.gk, k1 - grp * g.gk, ws);
+                     },
+                     [&](int64_t p, int64_t grp) {
+                       return reinterpret_cast<const float*>(g.w + p * pb + grp * gb + 32 * g.gk);
+                     },
+                     w4_epilogue<false>(g));
+    return;
+  }
   drive<4, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       float y[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;

@@ -16,9 +16,6 @@
 // order, then added to the row's fp32 sum (times the group scale for W4A16, no FMA). The sequence
 // of operations per output is the same in both, so a row's result does not depend on M or on the
 // batch it is in.
-#include <cstdlib>
-#include <new>
-
 #include "avx512.h"
 
 namespace qk {
@@ -34,14 +31,6 @@ inline void dpbf16_bcast(__m512& c, __m512i w, const uint16_t* x2) {
 // 6 x 64 tiles, 0.82x -> 1.0x torch bf16 F.linear at M = 128 / 512, 4096 x 4096).
 inline void dpbf16(__m512& c, __m512i w, __m512i xb) {
   asm("vdpbf16ps %2, %1, %0" : "+v"(c) : "v"(w), "v"(xb));
-}
-
-// Rows [m0, m1) in tiles of at most 6: tile(R, m) with R a compile-time row count.
-template <typename Tile>
-inline void row_tiles(int64_t m0, int64_t m1, Tile tile) {
-  const int64_t height = tile_height(6);
-  for (int64_t m = m0; m < m1; m += height)
-    with_tile<6>(int(std::min<int64_t>(height, m1 - m)), [&](auto R) { tile(R, m); });
 }
 
 // ---- weights to bf16 pair vectors ------------------------------------------------------------------
@@ -146,7 +135,7 @@ QK_UKERNEL void gemm_bf16bf16f32_mrx64_avx512bf16(const uint16_t* x, int64_t ldx
 // Rows [m0, m1) in tiles of 6 over ng converted groups (W8A16: one chunk) of kk2 k pairs; y row 0 is m0.
 inline void rows_converted(const uint16_t* x, int64_t ldx, int64_t m0, int64_t m1, const uint16_t* wb, int64_t ng,
                            int64_t kk2, const float* scale, int64_t scale_stride, float* y) {
-  row_tiles(m0, m1, [&](auto R, int64_t m) {
+  row_tiles<6>(m0, m1, [&](auto R, int64_t m) {
     gemm_bf16bf16f32_mrx64_avx512bf16<R>(x + m * ldx, ldx, wb, ng, kk2, scale, scale_stride, y + (m - m0) * kPanelN,
                                          kPanelN);
   });
@@ -221,22 +210,7 @@ QK_UKERNEL void gemm_bf16u4f32_mrxnp64_avx512bf16(const uint16_t* xg, int64_t ld
   add_sums<MR * NP>(c, scale, MR, y, kPanelN);
 }
 
-// ---- per-thread buffers (64-byte aligned): the converted chunk and the task's row sums -----------
-template <typename T>
-struct Buffer {
-  T* p = nullptr;
-  int64_t n = 0;
-  ~Buffer() { std::free(p); }
-  T* get(int64_t need) {
-    if (need > n) {
-      std::free(p);
-      p = static_cast<T*>(std::aligned_alloc(64, round_up(need * int64_t(sizeof(T)), 64)));
-      if (!p) throw std::bad_alloc();
-      n = need;
-    }
-    return p;
-  }
-};
+// ---- per-thread buffers (Buffer in driver.h): the converted chunk and the task's row sums --------
 struct Scratch {
   Buffer<uint16_t> wbuf;
   Buffer<float> ybuf;
@@ -298,7 +272,7 @@ void gemm_w8a16_bf16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t 
             gemm_bf16s8f32_mrxnp64_avx512bf16<1, N>(x + m0 * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y);
           });
         else
-          row_tiles(m0, m1, [&](auto R, int64_t m) {
+          row_tiles<6>(m0, m1, [&](auto R, int64_t m) {
             gemm_bf16s8f32_mrxnp64_avx512bf16<R, 1>(x + m * g.ldx, g.ldx, wp, pb, k0, k1, K, s.y + (m - m0) * kPanelN);
           });
       }
@@ -348,7 +322,7 @@ void gemm_w4a16_bf16_avx512(const W4Args& g, int64_t m0, int64_t m1, int64_t p0,
             gemm_bf16u4f32_mrxnp64_avx512bf16<1, N>(xg + m0 * g.lda, g.lda, wp, pb, grp, g.gk, s.y);
           });
         else
-          row_tiles(m0, m1, [&](auto R, int64_t m) {
+          row_tiles<6>(m0, m1, [&](auto R, int64_t m) {
             gemm_bf16u4f32_mrxnp64_avx512bf16<R, 1>(xg + m * g.lda, g.lda, wp, pb, grp, g.gk, s.y + (m - m0) * kPanelN);
           });
       }

@@ -55,17 +55,18 @@ int64_t tune_env(const char* name, int64_t fallback) {  // a plain decimal numbe
 }
 }  // namespace
 
-const TuningField kTuningFields[7] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_min_batch},
+const TuningField kTuningFields[8] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_min_batch},
                                       {"bf16_dot_min_rows", &Tuning::bf16_dot_min_rows},
                                       {"bf16_dot_chunk_k", &Tuning::bf16_dot_chunk_k},
                                       {"decode_panels", &Tuning::decode_panels},
                                       {"tile_rows", &Tuning::tile_rows},
                                       {"prefetch_distance", &Tuning::prefetch_distance},
-                                      {"sparse_prefetch_distance", &Tuning::sparse_prefetch_distance}};
+                                      {"sparse_prefetch_distance", &Tuning::sparse_prefetch_distance},
+                                      {"f32_convert_min_rows", &Tuning::f32_convert_min_rows}};
 
 namespace {
 int64_t valid_tuning(int64_t Tuning::*f, int64_t v) {  // each field's valid range
-  if (f == &Tuning::bf16_dot_min_batch) return std::max<int64_t>(1, v);
+  if (f == &Tuning::bf16_dot_min_batch || f == &Tuning::f32_convert_min_rows) return std::max<int64_t>(1, v);
   if (f == &Tuning::bf16_dot_chunk_k) return std::max<int64_t>(2, v / 2 * 2);
   if (f == &Tuning::prefetch_distance || f == &Tuning::sparse_prefetch_distance)
     return std::clamp<int64_t>(v, 0, 1 << 20) / 64 * 64;  // whole cache lines, at most 1 MiB ahead
@@ -99,6 +100,11 @@ Tuning& tuning_state() {
     r.tile_rows = 0;
     r.prefetch_distance = 4096;
     r.sparse_prefetch_distance = 8192;
+    // fp32 W8A16 / W4A16 on the 256-bit paths, converted weights from 8 rows per task. AMD Zen 3
+    // (family 25 model 1, avx2 path), 2 threads, hot weights, converted vs direct: M = 4 W8A16
+    // 0.88-0.91x, W4A16 1.12-1.30x; M = 8 1.0x / 1.08x; M = 16 0.93-1.16x / 1.26-1.28x; M = 32
+    // 1.12x / 1.25x; M = 128 1.30x / 1.28x (4096 x 4096 and 4096 x 11008).
+    r.f32_convert_min_rows = 8;
     for (const TuningField& f : kTuningFields) {
       std::string var = "QKERNELS_TUNE_";
       for (const char* c = f.name; *c; ++c) var += char(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);

@@ -2,6 +2,8 @@
 // decode loop over panels in lockstep, and the epilogue of each op family (epilogue.h).
 #pragma once
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -60,11 +62,41 @@ inline void drive(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w,
   }
 }
 
+// Rows [m0, m1) in tiles of at most tile_height(MR): tile(R, m) with R a compile-time row count
+// (for kernels that run their own panel loop around the rows).
+template <int MR, typename Tile>
+inline void row_tiles(int64_t m0, int64_t m1, Tile tile) {
+  const int64_t height = tile_height(MR);
+  for (int64_t m = m0; m < m1; m += height)
+    with_tile<MR>(int(std::min<int64_t>(height, m1 - m)), [&](auto R) { tile(R, m); });
+}
+
 // Panels an M = 1 kernel of compile-time width NP walks at a time: NP, or tuning().decode_panels
 // when that is set and smaller (the streams in flight per core are a per-host choice).
 inline int64_t decode_width(int64_t NP) {
   return tuning().decode_panels ? std::min<int64_t>(NP, tuning().decode_panels) : NP;
 }
+
+// A growable per-thread buffer, 64-byte aligned (weight scratches and row sums of the kernels that
+// convert a panel chunk once for all their rows).
+template <typename T>
+struct Buffer {
+  T* p = nullptr;
+  int64_t n = 0;
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { std::free(p); }
+  T* get(int64_t need) {
+    if (need > n) {
+      std::free(p);
+      p = static_cast<T*>(std::aligned_alloc(64, round_up(need * int64_t(sizeof(T)), 64)));
+      if (!p) throw std::bad_alloc();
+      n = need;
+    }
+    return p;
+  }
+};
 
 // Decode (one row): panels [p0, p1) in chunks of up to decode_width(NP) walked in lockstep by the
 // kernel, so that many sequential weight streams per core are in flight; kernel(NPc, p, acc) fills
