@@ -6,7 +6,9 @@
 Each peer is timed in strict alternation with the qkernels kernels (same window, same drift), and
 its speedup column compares medians from that window; a peer with its own thread pool
 (onnxruntime) is timed in a block between two blocks of ours instead, since alternating two
-runtimes' spinning workers would slow both. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
+runtimes' spinning workers would slow both. A peer far slower than the rest (torch._int_mm on a CPU
+without VNNI takes seconds per call) is timed on fewer calls, or on one beside a short window of
+ours when a call takes over ONE_CALL_S; its row says on how many. Per (shape, M): median latency (min-max), GOP/s, weight GB/s and "%pk": for the M=1 DRAM
 rows the % of the DRAM read bandwidth, for hot qkernels rows the % of the measured peak of their
 inner instruction (int8 dot for W8A8/W4A8, fp32 FMA for W8A16/W4A16) x threads, both measured in the same run. "DRAM" rows rotate over enough distinct
 weight copies (2 GiB in all) that every call streams its weights from memory; "hot" rows reuse one.
@@ -47,21 +49,25 @@ def dram_read_bandwidth(threads=None, streams=1):
 
 # Sequential weight streams per thread of each qkernels kernel at M = 1: the panels its decode kernel
 # walks in lockstep (csrc/kernels), at most the run-time tuning choice decode_panels when that is set.
+# Only the avx512_vnni path has lockstep decode kernels; the others read one panel at a time.
 # A DRAM row's %pk compares with a probe of as many streams.
 KERNEL_PANELS = {"W8A8": 1, "W8A16": 1, "W4A8": 8, "W4A16": 6, "2:4 f32": 4, "2:4 bf16": 4, "2:4 int8": 6}
+LOCKSTEP_PATHS = ("avx512_vnni",)
 
 
-def decode_streams(tuning: dict | None = None) -> dict:
+def decode_streams(tuning: dict | None = None, path: str | None = None) -> dict:
     cap = (qkernels.cpu_info()["tuning"] if tuning is None else tuning).get("decode_panels", 0)
+    if (qkernels.cpu_isa() if path is None else path) not in LOCKSTEP_PATHS:
+        cap = 1
     return {k: min(v, cap) if cap else v for k, v in KERNEL_PANELS.items()}
 
 
-def kernel_streams(name: str, tuning: dict | None = None) -> int | None:
+def kernel_streams(name: str, tuning: dict | None = None, path: str | None = None) -> int | None:
     """Streams per thread of a qkernels kernel's M = 1 path, or None for a peer."""
     if not name.startswith("qkernels "):
         return None
     kind = name[len("qkernels "):].split(" (")[0]
-    return decode_streams(tuning).get(kind)
+    return decode_streams(tuning, path).get(kind)
 
 
 def compute_peaks():
@@ -118,12 +124,17 @@ WINDOW_S, ONE_CALL_S = 3.0, 2.0
 
 
 def _one_call(fn, dev):
-    fn()
-    _sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    _sync(dev)
-    return time.perf_counter() - t0
+    """Seconds of one warm call: the second, or the first when that alone exceeds ONE_CALL_S (a
+    warm-up is small beside seconds of work)."""
+    t = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        t = time.perf_counter() - t0
+        if t > ONE_CALL_S:
+            break
+    return t
 
 
 def settled(fn, *args):
@@ -214,7 +225,7 @@ def run(shapes, ms, cold_m1=True, dev="cpu", suite_names=("int8", "int4", "spars
     return results
 
 
-def add_ratios(results, bw, peaks=None, tuning=None):
+def add_ratios(results, bw, peaks=None, tuning=None, path=None):
     """bw: {streams per thread: GB/s} of the in-run read probe (or one number). A DRAM row's %pk is
     against the probe with the kernel's stream count (peers: the best probe)."""
     bws = {int(k): v for k, v in bw.items()} if isinstance(bw, dict) else ({1: bw} if bw else {})  # JSON keys are str
@@ -224,7 +235,7 @@ def add_ratios(results, bw, peaks=None, tuning=None):
             if ceiling:
                 r["pct_peak"] = 100 * r["gops"] / ceiling
         if r["mode"] == "DRAM" and bws:
-            st = kernel_streams(r["kernel"], tuning)
+            st = kernel_streams(r["kernel"], tuning, path)
             probe = bws.get(st) if st in bws else max(bws.values())
             r["pct_dram_bw"] = 100 * r["weight_gbs"] / probe
         if "vs" in r:  # speedup of each of our kernels over this peer, same window
@@ -327,7 +338,7 @@ def header_lines(data: dict) -> str:
                  + ", ".join(f"{st}: {g:.1f}" for st, g in sorted(bws.items()))
                  + f"; int8 peak {peaks['int8_gops']:.0f} GOP/s, fp32 peak {peaks['fp32_gflops']:.0f} GFLOP/s (measured)")
     return text + ("\n# %pk: DRAM rows = % of the read probe with as many streams per thread as the kernel's "
-                   "M=1 path (" + ", ".join(f"{k} {v}" for k, v in decode_streams(data.get("tuning") or {}).items())
+                   "M=1 path (" + ", ".join(f"{k} {v}" for k, v in decode_streams(data.get("tuning") or {}, data.get("path", "")).items())
                    + "; peers: the best probe); hot qkernels rows = % of the measured peak of their instruction "
                    "(W8A8/W4A8: int8 dot, W8A16/W4A16: fp32 FMA)")
 
@@ -346,6 +357,7 @@ def main(argv=None):
     if a.report:
         with open(a.report) as f:
             data = json.load(f)
+        add_ratios(data["results"], data.get("dram_gbs"), data.get("peaks"), data.get("tuning"), data.get("path", ""))
         write_report(data, a.report[:-len(".json")] if a.report.endswith(".json") else a.report)
         return data["results"]
     dev = a.device
@@ -362,7 +374,7 @@ def main(argv=None):
             "torch": torch.__version__, "results": []}
     print(header_lines(data))
     results = run(shapes, ms, cold_m1=not a.no_cold, dev=dev, suite_names=a.suite.split(","))
-    add_ratios(results, bw, peaks, data.get("tuning"))
+    add_ratios(results, bw, peaks, data.get("tuning"), data["path"])
     print(format_table(results))
     data["results"] = results
     os.makedirs(a.out, exist_ok=True)

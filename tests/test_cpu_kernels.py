@@ -256,33 +256,45 @@ def test_bf16_dot_kernels_at_every_m_and_chunk_boundary():
     assert sums[0] == sums[1]
 
 
+def _bit_identical_under(fixed, settings, run):
+    """run() (a list of outputs) under each of settings (dicts of tuning choices), after the fixed
+    ones; asserts every setting's outputs equal the first's bit for bit. The process's tuning is
+    restored afterwards."""
+    from qkernels import _C
+    before = dict(_C.tuning())
+    outs = []
+    try:
+        for k, v in fixed.items():
+            _C.set_tuning(k, v)
+        for setting in settings:
+            for k, v in setting.items():
+                _C.set_tuning(k, v)
+            with torch.no_grad():
+                outs.append(run())
+    finally:
+        for k, v in before.items():
+            _C.set_tuning(k, v)
+    for setting, ys in zip(settings, outs):
+        assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), setting
+
+
 def test_decode_panels_changes_no_result(isa):
     """tuning().decode_panels (how many panels an M = 1 kernel walks in lockstep) only reorders
     which panel is read when: every M = 1 output is bit-identical at every width, on every path,
     for the kernels that walk panels in lockstep (W4A8, W4A16 with fp32 and bf16 x, 2:4)."""
     import qkernels
-    from qkernels import _C
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 64 * 11 + 5)  # 12 panels: full lockstep runs and a remainder
     mods = [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=64),
             qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64),
             qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
     xs = [torch.randn(1, 256), torch.randn(1, 256).bfloat16()]
-    before = dict(_C.tuning())
-    try:
-        _C.set_tuning("bf16_dot_min_batch", 1)  # bf16 x at M = 1 through the bf16 dot where there is one
-        outs = {}
-        for width, pf in ((0, 4096), (1, 0), (2, 64), (3, 4096), (5, 8192), (8, 65536)):
-            _C.set_tuning("decode_panels", width)
-            _C.set_tuning("prefetch_distance", pf)  # prefetches only touch memory ahead of the stream
-            _C.set_tuning("sparse_prefetch_distance", pf)
-            with torch.no_grad():
-                outs[width] = [m(x) for m in mods for x in xs]
-    finally:
-        for k, v in before.items():
-            _C.set_tuning(k, v)
-    for width, ys in outs.items():
-        assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), width
+    # bf16 x at M = 1 through the bf16 dot where there is one; prefetches only touch memory ahead
+    # of the stream
+    _bit_identical_under({"bf16_dot_min_batch": 1},
+                         [{"decode_panels": width, "prefetch_distance": pf, "sparse_prefetch_distance": pf}
+                          for width, pf in ((0, 4096), (1, 0), (2, 64), (3, 4096), (5, 8192), (8, 65536))],
+                         lambda: [m(x) for m in mods for x in xs])
 
 
 def test_tile_rows_changes_no_result(isa):
@@ -290,7 +302,6 @@ def test_tile_rows_changes_no_result(isa):
     sum: every layer kind's output is bit-identical at every height, on every path, with row counts
     that leave a short last tile."""
     import qkernels
-    from qkernels import _C
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 64 * 3 + 5)
     mods = [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=8),
@@ -300,19 +311,9 @@ def test_tile_rows_changes_no_result(isa):
             qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64, symmetric=False),
             qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
     xs = [torch.randn(23, 256), torch.randn(23, 256).bfloat16()]
-    before = dict(_C.tuning())
-    try:
-        _C.set_tuning("bf16_dot_min_rows", 16)  # bf16 x: the register-converting tiles below 16 rows
-        outs = {}
-        for rows in (0, 1, 2, 3, 4, 5):
-            _C.set_tuning("tile_rows", rows)
-            with torch.no_grad():
-                outs[rows] = [m(x[:n]) for m in mods for x in xs for n in (13, 23)]
-    finally:
-        for k, v in before.items():
-            _C.set_tuning(k, v)
-    for rows, ys in outs.items():
-        assert all(torch.equal(a, b) for a, b in zip(ys, outs[0])), rows
+    # bf16 x: the register-converting tiles below 16 rows
+    _bit_identical_under({"bf16_dot_min_rows": 16}, [{"tile_rows": rows} for rows in (0, 1, 2, 3, 4, 5)],
+                         lambda: [m(x[:n]) for m in mods for x in xs for n in (13, 23)])
 
 
 def test_f32_convert_min_rows_changes_no_result(isa):
@@ -323,7 +324,6 @@ def test_f32_convert_min_rows_changes_no_result(isa):
     either way: K within one chunk, across chunks, odd K, groups smaller than a chunk and one group
     (per channel) longer than a chunk; fp32 and bf16 x; row counts with short last tiles."""
     import qkernels
-    from qkernels import _C
     torch.manual_seed(0)
     mods = []
     for K in (40, 301, 600):
@@ -336,17 +336,7 @@ def test_f32_convert_min_rows_changes_no_result(isa):
         if K == 600:
             mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=128)]
     xs = [(m, x) for m in mods for x in (torch.randn(23, m.in_features), torch.randn(23, m.in_features).bfloat16())]
-    before = dict(_C.tuning())
-    outs = {}
-    try:
-        _C.set_tuning("bf16_dot_min_batch", 1 << 30)  # bf16 x through the fp32 kernels on every path
-        for rows in (1, 7, 1 << 30):
-            _C.set_tuning("f32_convert_min_rows", rows)
-            with torch.no_grad():
-                outs[rows] = [m(x[:n]) for m, x in xs for n in (1, 9, 23)]
-    finally:
-        for k, v in before.items():
-            _C.set_tuning(k, v)
-    ref = outs[1 << 30]
-    for rows, ys in outs.items():
-        assert all(torch.equal(a, b) for a, b in zip(ys, ref)), rows
+    # bf16 x through the fp32 kernels on every path
+    _bit_identical_under({"bf16_dot_min_batch": 1 << 30},
+                         [{"f32_convert_min_rows": rows} for rows in (1 << 30, 1, 7)],
+                         lambda: [m(x[:n]) for m, x in xs for n in (1, 9, 23)])

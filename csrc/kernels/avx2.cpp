@@ -66,7 +66,7 @@ static void quant_row_avx2(const T* x, int64_t K, int8_t* q, float* scale) {
 void quant_row_f32_avx2(const float* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
 void quant_row_bf16_avx2(const uint16_t* x, int64_t K, int8_t* q, float* s) { quant_row_avx2(x, K, q, s); }
 
-// ---- W8A8: gemm_x8s8s32_mrx32_ymm with the sign trick (signed activations) -------------------------
+// ---- W8A8: gemm_x8s8s32_mrxnj8_ymm with the sign trick (signed activations) -------------------------
 // vpmaddubsw needs u8 x s8 and saturates int16 pair sums, so |a| (u8, <= 128) x sign(w, a)
 // (|w| <= 127): a pair sum is at most 2 * 128 * 127 = 32512 < 32767, exact for every int8
 // activation and every weight in [-127, 127]; vpmaddwd(ones) widens to int32.
@@ -204,35 +204,37 @@ static void convert_w4_f32(const uint8_t* blk, int64_t gk, int64_t k0, int64_t k
     }
 }
 
-// ---- W8A16: gemm_f32s8f32_mrx32_avx2 ------------------------------------------------------------
-// Half a panel per call. Per k: 32 bytes of the panel row widen to 4 ymm fp32;
-// c[r][j] += broadcast(x[r][k]) * wj (MR <= 2 rows: 8 accumulators).
-template <int MR>
-static QK_UKERNEL void gemm_f32s8f32_mrx32_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
-                                            float acc[][kPanelN], int half) {
-  __m256 c[MR][4];
+// ---- W8A16: gemm_f32s8f32_mrxnj8_avx2 -----------------------------------------------------------
+// NJ ymm of columns per k from column 32 * half: MR <= 2 rows x half a panel (NJ = 4: 8
+// accumulators), or at M = 1 one row x the whole panel (NJ = 8), so the decode stream reads each
+// 64-byte panel row once. Per k: the panel row's bytes widen to NJ ymm fp32;
+// c[r][j] += broadcast(x[r][k]) * wj.
+template <int MR, int NJ>
+static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
+                                             float acc[][kPanelN], int half) {
+  __m256 c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_ps();
+    for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN + half * 32;
-    __m256 wv[4];
+    __m256 wv[NJ];
     QK_UNROLL
-    for (int j = 0; j < 4; ++j)
+    for (int j = 0; j < NJ; ++j)
       wv[j] = _mm256_cvtepi32_ps(
           _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 8 * j))));
     QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
+      for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
     }
   }
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc[r] + half * 32 + 8 * j, c[r][j]);
+    for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(acc[r] + half * 32 + 8 * j, c[r][j]);
 }
 
 void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
@@ -245,8 +247,12 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   }
   drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                    float acc[][kPanelN]) {
-    for (int half = 0; half < 2; ++half)
-      gemm_f32s8f32_mrx32_avx2<R>(static_cast<const float*>(g.x) + m * g.ldx, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+    const float* x = static_cast<const float*>(g.x) + m * g.ldx;
+    if constexpr (decltype(R)::value == 1)
+      gemm_f32s8f32_mrxnj8_avx2<1, 8>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, 0);
+    else
+      for (int half = 0; half < 2; ++half)
+        gemm_f32s8f32_mrxnj8_avx2<R, 4>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
   }, w8a16_epilogue(g));
 }
 

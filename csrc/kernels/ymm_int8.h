@@ -21,34 +21,36 @@ namespace {
 //                   |w| <= 127 (pair sums <= 2 * 128 * 127 < 32767).
 //   AVX-VNNI:       {vex} vpdpbusd on u8 a.
 
-// gemm_x8s8s32_mrx32_ymm: half a panel (32 columns = 4 ymm of [8 n x 4 k]) per call, MR <= 2 rows:
-// 8 accumulators + 4 weight registers + broadcasts of the 16 ymm.
-template <int MR, typename Dot>
-QK_UKERNEL void gemm_x8s8s32_mrx32_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
-                                   int32_t acc[][kPanelN], int half, Dot dot) {
-  __m256i c[MR][4];
+// gemm_x8s8s32_mrxnj8_ymm: NJ ymm of [8 n x 4 k] per k4 step, from column 32 * half: MR = 2 rows x
+// half a panel (NJ = 4: 8 accumulators + 4 weight registers + broadcasts of the 16 ymm), or one row
+// x the whole panel (NJ = 8; decode: each weight line is read once, in order, where two half-panel
+// passes read every 256-byte k4 row twice, the second time from L2 at best).
+template <int MR, int NJ, typename Dot>
+QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
+                                    int32_t acc[][kPanelN], int half, Dot dot) {
+  __m256i c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+    for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_si256();
   const int8_t* wh = wp + half * 128;
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
-    __m256i wv[4];
+    __m256i wv[NJ];
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(wk + j);
+    for (int j = 0; j < NJ; ++j) wv[j] = _mm256_loadu_si256(wk + j);
     QK_UNROLL
     for (int r = 0; r < MR; ++r) {
       int32_t a4;
       std::memcpy(&a4, a + r * lda + 4 * k4, 4);
       const __m256i b = _mm256_set1_epi32(a4);
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) dot(c[r][j], b, wv[j]);
+      for (int j = 0; j < NJ; ++j) dot(c[r][j], b, wv[j]);
     }
   }
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;
   QK_UNROLL
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < NJ; ++j) {
     const __m256i cs = Dot::kU8 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j))
                                 : _mm256_setzero_si256();
     QK_UNROLL
@@ -62,8 +64,11 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
   const int64_t K4 = round_up(g.K, 4) / 4;
   drive<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                     int32_t acc[][kPanelN]) {
-    for (int half = 0; half < 2; ++half)
-      gemm_x8s8s32_mrx32_ymm<R>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
+    if constexpr (decltype(R)::value == 1)
+      gemm_x8s8s32_mrxnj8_ymm<1, 8>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, 0, dot);
+    else
+      for (int half = 0; half < 2; ++half)
+        gemm_x8s8s32_mrxnj8_ymm<R, 4>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
   }, w8a8_epilogue(g));
 }
 
