@@ -256,7 +256,7 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   }, w8a16_epilogue(g));
 }
 
-// ---- W4A8: gemm_s8u4s32_mrx32_ymm, u4 x s8 through vpmaddubsw (pair sums <= 3840) -----------
+// ---- W4A8: gemm_s8u4s32_mrxnj8_ymm, u4 x s8 through vpmaddubsw (pair sums <= 3840) -----------
 namespace {
 
 struct U8S8DotAvx2 {
@@ -278,7 +278,7 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
 // c[r][j] += bcast(x[r][k]) * (u - zz); per group y += c * scale. Products of x with the small
 // integer u - zz: no cancellation, Inf / NaN propagate as in the exact sum. The conversion (4
 // instructions per 8 weights) is shared by the MR rows of the tile: 3-4 rows x 16 columns from 3
-// rows on, 1-2 rows x 32 columns below (at most 8 accumulators: 16 ymm in all).
+// rows on, 2 rows x 32 columns, one row x 64 (at most 8 accumulators: 16 ymm in all).
 template <int MR, int NJ>
 static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
                                       float y[][kPanelN], int col0) {
@@ -352,8 +352,10 @@ void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
     if constexpr (decltype(R)::value >= 3)
       for (int col0 = 0; col0 < kPanelN; col0 += 16) gemm_f32u4f32_mrxnj8_avx2<R, 2>(x, g.lda, wp, g.G, g.gk, y, col0);
-    else
+    else if constexpr (decltype(R)::value == 2)
       for (int col0 = 0; col0 < kPanelN; col0 += 32) gemm_f32u4f32_mrxnj8_avx2<R, 4>(x, g.lda, wp, g.G, g.gk, y, col0);
+    else  // M = 1: the whole panel in one pass, each weight line read once
+      gemm_f32u4f32_mrxnj8_avx2<1, 8>(x, g.lda, wp, g.G, g.gk, y, 0);
   }, w4_epilogue<false>(g));
 }
 

@@ -72,28 +72,29 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
   }, w8a8_epilogue(g));
 }
 
-// gemm_s8u4s32_mrx32_ymm: half a panel (32 columns) per call. One k8 step of a group (layout in
-// kernels.h) is 4 ymm of [8 n x (k0|k4, k1|k5, k2|k6, k3|k7)]; lo = v & 0x0f and hi = v >> 4 & 0x0f
+// gemm_s8u4s32_mrxnj8_ymm: NJ ymm of 8 columns from column 32 * half per call: MR = 2 rows x half a
+// panel (NJ = 4), or at M = 1 one row x the whole panel (NJ = 8: each weight line read once, in
+// order). One k8 step of a group (layout in kernels.h) is 8 ymm of [8 n x (k0|k4, k1|k5, k2|k6, k3|k7)]; lo = v & 0x0f and hi = v >> 4 & 0x0f
 // are u8 [8 n x 4 k] operands and dot(c, u8 w, s8 bcast a) adds 4-k dot products to int32 lanes
 // (AVX2: vpmaddubsw pair sums <= 2 * 15 * 128, never saturate). MR = 2 rows: 8 accumulators +
-// v, lo, hi, mask, 2 broadcasts. Per group the contract's step y += float(c - zz * asum) * scale
+// v, lo, hi, mask, 4 broadcasts; one row: 8 accumulators + v, lo, hi, mask, 2 broadcasts. Per group the contract's step y += float(c - zz * asum) * scale
 // goes to y in L1.
-template <int MR, typename Dot>
-QK_UKERNEL void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
+template <int MR, int NJ, typename Dot>
+QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
                                    int64_t G, int64_t gk, float y[][kPanelN], int half, Dot dot) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
+    for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
   for (int64_t grp = 0; grp < G; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const int8_t* ag = a + grp * gk;
-    __m256i c[MR][4];
+    __m256i c[MR][NJ];
     QK_UNROLL
     for (int r = 0; r < MR; ++r)
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) c[r][j] = _mm256_setzero_si256();
+      for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_si256();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
       __m256i blo[MR], bhi[MR];
@@ -105,7 +106,7 @@ QK_UKERNEL void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32
         bhi[r] = _mm256_set1_epi32(a4[1]);
       }
       QK_UNROLL
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < NJ; ++j) {
         const __m256i v = _mm256_loadu_si256(w + j);
         const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         QK_UNROLL
@@ -118,7 +119,7 @@ QK_UKERNEL void gemm_s8u4s32_mrx32_ymm(const int8_t* a, int64_t lda, const int32
     const float* scale = reinterpret_cast<const float*>(blk + 32 * gk) + half * 32;
     const uint8_t* zz = blk + 32 * gk + 4 * kPanelN + half * 32;
     QK_UNROLL
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < NJ; ++j) {
       const __m256 s = _mm256_loadu_ps(scale + 8 * j);
       const __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zz + 8 * j)));
       QK_UNROLL
@@ -137,8 +138,11 @@ inline void gemm_w4a8_ymm(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, i
   drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       float y[][kPanelN]) {
     const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
-    for (int half = 0; half < 2; ++half)
-      gemm_s8u4s32_mrx32_ymm<R>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
+    if constexpr (decltype(R)::value == 1)
+      gemm_s8u4s32_mrxnj8_ymm<1, 8>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, 0, dot);
+    else
+      for (int half = 0; half < 2; ++half)
+        gemm_s8u4s32_mrxnj8_ymm<R, 4>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
   }, w4_epilogue<true>(g));
 }
 
