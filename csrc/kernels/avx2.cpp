@@ -133,9 +133,14 @@ static QK_UKERNEL void gemm_f32f32f32_mrx16_avx2(const float* x, int64_t ldx, co
 }
 
 namespace {
+// One per thread for both ops: the converted chunk, the chains crossing a chunk, the row sums.
 struct F32Scratch {
   Buffer<float> w, part, y;
 };
+F32Scratch& f32_scratch() {
+  thread_local F32Scratch s;
+  return s;
+}
 }  // namespace
 
 // Rows [m0, m1) x panels [p0, p1) over K k values in groups of gk (W8A16: one group, gk = K):
@@ -144,7 +149,7 @@ struct F32Scratch {
 template <typename Convert, typename Scale, typename Epi>
 static void converted_panels(const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t K,
                              int64_t gk, Convert convert, Scale scale, Epi epi) {
-  thread_local F32Scratch s;
+  F32Scratch& s = f32_scratch();
   const int64_t rows = m1 - m0;
   float* ws = s.w.get(kChunkK * kPanelN);
   float* y = s.y.get(rows * kPanelN);
