@@ -8,41 +8,46 @@
 namespace qk {
 namespace {
 
-// Byte offsets of the 8 columns 8*jj .. 8*jj+7 of half `half` inside group gl's value area.
-inline int64_t col16(int half, int jj) { return 2 * half + jj / 2; }
+// Both kernels take NJ ymm of 8 columns from column 32 * half: MR = 2 rows x half a panel (NJ = 4),
+// or at M = 1 one row x the whole panel (NJ = 8), so the decode stream reads each block once, in
+// order (two half-panel passes read every block twice, the second time from L2 at best). Column
+// group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
+// 16-column run j / 2 (second half of it when j is odd) of group gl's value area.
 
-// gemm_f32sp24f32_mrx32_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window of
-// 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
-template <int MR, bool BF16>
-QK_UKERNEL void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
+// gemm_f32sp24f32_mrxnj8_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window
+// of 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
+template <int MR, int NJ, bool BF16>
+QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
                               float acc[][kPanelN], int half) {
   constexpr int64_t esize = BF16 ? 2 : 4;
-  __m256 c[MR][4];
+  __m256 c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_ps();
+    for (int jj = 0; jj < NJ; ++jj) c[r][jj] = _mm256_setzero_ps();
   const __m256i hi16 = _mm256_set1_epi32(int(0xffff0000u));
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
-    for (int gl = 0; gl < 8; ++gl) {
+    QK_UNROLL
+    for (int gl = 0; gl < 8; ++gl) {  // unrolled: immediate shift counts
       __m256 xw[MR];
       QK_UNROLL
       for (int r = 0; r < MR; ++r) xw[r] = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(x + r * ldx + b * kS24BlockK + 4 * gl));
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32 * esize;
       QK_UNROLL
-      for (int jj = 0; jj < 4; ++jj) {
-        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
+      for (int jj = 0; jj < NJ; ++jj) {
+        const int j = 4 * half + jj;
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 * j));
         const __m256i i0 = _mm256_srli_epi32(m, 2 * gl), i1 = _mm256_srli_epi32(m, 16 + 2 * gl);
-        const int64_t h = jj % 2;
+        const int64_t h = j % 2;
         __m256 v0, v1;
         if constexpr (BF16) {
-          const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + col16(half, jj) * 64 + h * 32));
+          const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vg + (j / 2) * 64 + h * 32));
           v0 = _mm256_castsi256_ps(_mm256_slli_epi32(d, 16));
           v1 = _mm256_castsi256_ps(_mm256_and_si256(d, hi16));
         } else {
-          v0 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + h * 32));
-          v1 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + col16(half, jj) * 128 + 64 + h * 32));
+          v0 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + (j / 2) * 128 + h * 32));
+          v1 = _mm256_loadu_ps(reinterpret_cast<const float*>(vg + (j / 2) * 128 + 64 + h * 32));
         }
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
@@ -55,23 +60,29 @@ QK_UKERNEL void gemm_f32sp24f32_mrx32_avx2(const float* x, int64_t ldx, const ui
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < 4; ++jj) _mm256_storeu_ps(acc[r] + half * 32 + 8 * jj, c[r][jj]);
+    for (int jj = 0; jj < NJ; ++jj) _mm256_storeu_ps(acc[r] + half * 32 + 8 * jj, c[r][jj]);
 }
 
-// gemm_s16sp24s32_mrx32_avx2: no vpermw here, so the (a[i0], a[i1]) int16 pair of each column is a
-// vpshufb of the 8-byte window (broadcast to every qword) with control bytes 2i, 2i+1 per word
-// (i * 0x0202 + 0x0100); vpmaddwd with the sign-extended (v0, v1) pair adds both products exactly.
-template <int MR>
-QK_UKERNEL void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
+// gemm_s16sp24s32_mrxnj8_avx2: no vpermw here, so the (a[i0], a[i1]) int16 pair of each column is a
+// vpshufb of the 8-byte window (broadcast to every qword) with control bytes 2i, 2i+1 per word:
+// 2i = (m >> (2 gl - 1)) & 6 (an immediate shift: the gl loop is unrolled), copied to both bytes of
+// the word by a vpshufb, + 0x0100. vpmaddwd with the sign-extended (v0, v1) pair adds both products
+// exactly. (Zen 3, one thread, M = 1: 1.20x over i * 0x0202 + 0x0100 with vpmullw and a
+// variable-count shift.)
+template <int MR, int NJ>
+QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
                                int32_t acc[][kPanelN], int half) {
-  __m256i c[MR][4];
+  __m256i c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < 4; ++jj) c[r][jj] = _mm256_setzero_si256();
-  const __m256i three = _mm256_set1_epi16(3), mul = _mm256_set1_epi16(0x0202), add = _mm256_set1_epi16(0x0100);
+    for (int jj = 0; jj < NJ; ++jj) c[r][jj] = _mm256_setzero_si256();
+  const __m256i six = _mm256_set1_epi16(6), add = _mm256_set1_epi16(0x0100);
+  const __m256i dup = _mm256_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14,
+                                       0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14);
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
+    QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];
       QK_UNROLL
@@ -82,12 +93,13 @@ QK_UKERNEL void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const 
       }
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
       QK_UNROLL
-      for (int jj = 0; jj < 4; ++jj) {
-        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + half * 128 + 32 * jj));
-        const __m256i idx = _mm256_and_si256(_mm256_srli_epi16(m, 2 * gl), three);
-        const __m256i ctrl = _mm256_add_epi16(_mm256_mullo_epi16(idx, mul), add);
+      for (int jj = 0; jj < NJ; ++jj) {
+        const int j = 4 * half + jj;
+        const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 * j));
+        const __m256i i2 = _mm256_and_si256(gl ? _mm256_srli_epi16(m, 2 * gl - 1) : _mm256_slli_epi16(m, 1), six);
+        const __m256i ctrl = _mm256_add_epi8(_mm256_shuffle_epi8(i2, dup), add);
         const __m256i v = _mm256_cvtepi8_epi16(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vg + col16(half, jj) * 32 + (jj % 2) * 16)));
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(vg + (j / 2) * 32 + (j % 2) * 16)));
         QK_UNROLL
         for (int r = 0; r < MR; ++r)
           c[r][jj] = _mm256_add_epi32(c[r][jj], _mm256_madd_epi16(v, _mm256_shuffle_epi8(aw[r], ctrl)));
@@ -97,7 +109,7 @@ QK_UKERNEL void gemm_s16sp24s32_mrx32_avx2(const int16_t* a, int64_t lda, const 
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < 4; ++jj)
+    for (int jj = 0; jj < NJ; ++jj)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * jj), c[r][jj]);
 }
 
@@ -107,11 +119,12 @@ void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, i
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
   drive<2, float>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    for (int half = 0; half < 2; ++half) {
+    constexpr int NJ = decltype(R)::value == 1 ? 8 : 4;
+    for (int half = 0; half < kPanelN / (8 * NJ); ++half) {
       if (g.values_bf16)
-        gemm_f32sp24f32_mrx32_avx2<R, true>(x, g.lda, wp, nblk, acc, half);
+        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, true>(x, g.lda, wp, nblk, acc, half);
       else
-        gemm_f32sp24f32_mrx32_avx2<R, false>(x, g.lda, wp, nblk, acc, half);
+        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, false>(x, g.lda, wp, nblk, acc, half);
     }
   }, s24_epilogue<false>(g));
 }
@@ -120,8 +133,9 @@ void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int6
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
   drive<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       int32_t acc[][kPanelN]) {
-    for (int half = 0; half < 2; ++half)
-      gemm_s16sp24s32_mrx32_avx2<R>(static_cast<const int16_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc, half);
+    constexpr int NJ = decltype(R)::value == 1 ? 8 : 4;
+    for (int half = 0; half < kPanelN / (8 * NJ); ++half)
+      gemm_s16sp24s32_mrxnj8_avx2<R, NJ>(static_cast<const int16_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc, half);
   }, s24_epilogue<true>(g));
 }
 
