@@ -153,7 +153,8 @@ static void converted_panels(const float* x, int64_t ldx, int64_t m0, int64_t m1
   const int64_t rows = m1 - m0;
   float* ws = s.w.get(kChunkK * kPanelN);
   float* y = s.y.get(rows * kPanelN);
-  float* part = s.part.get(rows * kPanelN);
+  // Chains that end in a group scale (W4A16) keep their partial sums apart from y; W8A16's go to y.
+  float* part = scale(p0, 0) ? s.part.get(rows * kPanelN) : y;
   for (int64_t p = p0; p < p1; ++p) {
     std::fill(y, y + rows * kPanelN, 0.0f);
     for (int64_t g0 = 0; g0 < K; g0 += gk) {
@@ -162,10 +163,9 @@ static void converted_panels(const float* x, int64_t ldx, int64_t m0, int64_t m1
         const int64_t k1 = std::min(k0 + kChunkK, g0 + gk), kc = k1 - k0;
         convert(p, k0, k1, ws);
         const bool first = k0 == g0, last = k1 == g0 + gk;
-        float* pt = sc ? part : y;
         row_tiles<6>(m0, m1, [&](auto R, int64_t m) {
           for (int j = 0; j < 4; ++j)
-            gemm_f32f32f32_mrx16_avx2<R>(x + m * ldx + k0, ldx, ws + j * kc * 16, kc, pt + (m - m0) * kPanelN + 16 * j,
+            gemm_f32f32f32_mrx16_avx2<R>(x + m * ldx + k0, ldx, ws + j * kc * 16, kc, part + (m - m0) * kPanelN + 16 * j,
                                          y + (m - m0) * kPanelN + 16 * j, sc ? sc + 16 * j : nullptr, first, last);
         });
       }
@@ -253,11 +253,9 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                    float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.x) + m * g.ldx;
-    if constexpr (decltype(R)::value == 1)
-      gemm_f32s8f32_mrxnj8_avx2<1, 8>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, 0);
-    else
-      for (int half = 0; half < 2; ++half)
-        gemm_f32s8f32_mrxnj8_avx2<R, 4>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+    ymm_column_blocks<R>([&](auto NJ, int half) {
+      gemm_f32s8f32_mrxnj8_avx2<R, NJ>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+    });
   }, w8a16_epilogue(g));
 }
 

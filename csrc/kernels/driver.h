@@ -71,6 +71,17 @@ inline void row_tiles(int64_t m0, int64_t m1, Tile tile) {
     with_tile<MR>(int(std::min<int64_t>(height, m1 - m)), [&](auto R) { tile(R, m); });
 }
 
+// The column blocks of a panel for the 256-bit tiles (8 columns per ymm): a tile of R rows calls
+// f(NJ, half) per block of NJ ymm starting at column 32 * half (NJ a compile-time constant). One row
+// takes the whole panel (NJ = 8: the decode stream reads each weight line once, in order; two
+// half-panel passes read every line twice, the second time from L2 at best); more rows take half a
+// panel per call (NJ = 4: 8 accumulators).
+template <int R, typename F>
+inline void ymm_column_blocks(F f) {
+  constexpr int NJ = R == 1 ? 8 : 4;
+  for (int half = 0; half < kPanelN / (8 * NJ); ++half) f(std::integral_constant<int, NJ>{}, half);
+}
+
 // Panels an M = 1 kernel of compile-time width NP walks at a time: NP, or tuning().decode_panels
 // when that is set and smaller (the streams in flight per core are a per-host choice).
 inline int64_t decode_width(int64_t NP) {

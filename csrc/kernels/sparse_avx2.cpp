@@ -8,10 +8,8 @@
 namespace qk {
 namespace {
 
-// Both kernels take NJ ymm of 8 columns from column 32 * half: MR = 2 rows x half a panel (NJ = 4),
-// or at M = 1 one row x the whole panel (NJ = 8), so the decode stream reads each block once, in
-// order (two half-panel passes read every block twice, the second time from L2 at best). Column
-// group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
+// Both kernels take NJ ymm of 8 columns from column 32 * half (ymm_column_blocks in driver.h: one
+// row x the whole panel, or 2 rows x half of it). Column group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
 // 16-column run j / 2 (second half of it when j is odd) of group gl's value area.
 
 // gemm_f32sp24f32_mrxnj8_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window
@@ -119,13 +117,12 @@ void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, i
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
   drive<2, float>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    constexpr int NJ = decltype(R)::value == 1 ? 8 : 4;
-    for (int half = 0; half < kPanelN / (8 * NJ); ++half) {
+    ymm_column_blocks<R>([&](auto NJ, int half) {
       if (g.values_bf16)
         gemm_f32sp24f32_mrxnj8_avx2<R, NJ, true>(x, g.lda, wp, nblk, acc, half);
       else
         gemm_f32sp24f32_mrxnj8_avx2<R, NJ, false>(x, g.lda, wp, nblk, acc, half);
-    }
+    });
   }, s24_epilogue<false>(g));
 }
 
@@ -133,9 +130,9 @@ void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int6
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
   drive<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       int32_t acc[][kPanelN]) {
-    constexpr int NJ = decltype(R)::value == 1 ? 8 : 4;
-    for (int half = 0; half < kPanelN / (8 * NJ); ++half)
+    ymm_column_blocks<R>([&](auto NJ, int half) {
       gemm_s16sp24s32_mrxnj8_avx2<R, NJ>(static_cast<const int16_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc, half);
+    });
   }, s24_epilogue<true>(g));
 }
 

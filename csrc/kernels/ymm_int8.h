@@ -64,11 +64,9 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
   const int64_t K4 = round_up(g.K, 4) / 4;
   drive<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
                                                                     int32_t acc[][kPanelN]) {
-    if constexpr (decltype(R)::value == 1)
-      gemm_x8s8s32_mrxnj8_ymm<1, 8>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, 0, dot);
-    else
-      for (int half = 0; half < 2; ++half)
-        gemm_x8s8s32_mrxnj8_ymm<R, 4>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
+    ymm_column_blocks<R>([&](auto NJ, int half) {
+      gemm_x8s8s32_mrxnj8_ymm<R, NJ>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
+    });
   }, w8a8_epilogue(g));
 }
 
@@ -138,11 +136,9 @@ inline void gemm_w4a8_ymm(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, i
   drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
                                                                       float y[][kPanelN]) {
     const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
-    if constexpr (decltype(R)::value == 1)
-      gemm_s8u4s32_mrxnj8_ymm<1, 8>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, 0, dot);
-    else
-      for (int half = 0; half < 2; ++half)
-        gemm_s8u4s32_mrxnj8_ymm<R, 4>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
+    ymm_column_blocks<R>([&](auto NJ, int half) {
+      gemm_s8u4s32_mrxnj8_ymm<R, NJ>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
+    });
   }, w4_epilogue<true>(g));
 }
 
