@@ -158,10 +158,19 @@ def minilm_eval_sets():
     return english_sentences(64), english_sentences(192, skip=64) + EVERYDAY
 
 
-def accuracy_rows(model, tok, configs, calib, held_out):
+CALIB_BATCH = 32  # calibration sentences per padded batch: the evaluation's batching (embed)
+
+
+def calibration_batches(tok, calib, batch=CALIB_BATCH):
+    """The calibration sentences as tokenized batches of `batch`, padded as embed() pads them."""
+    return [dict(tok(calib[i:i + batch], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+            for i in range(0, len(calib), batch)]
+
+
+def accuracy_rows(model, tok, configs, calib, held_out, calib_batch=CALIB_BATCH):
     """[(name, worst cos, mean (1 - cos), seconds)] for each (name, QuantConfig) on MiniLM."""
     ref = embed(model, tok, held_out)
-    batches = [dict(tok([s], return_tensors="pt")) for s in calib]
+    batches = calibration_batches(tok, calib, calib_batch)
     rows = []
     for name, cfg in configs:
         qm = copy.deepcopy(model)
@@ -230,14 +239,14 @@ def qat_rows(model, tok, cfg, calib, held_out, steps=32, batch=16, lr=1e-5):
     return cos.min().item(), (1 - cos).mean().item(), seconds
 
 
-def mixed_row(model, tok, method, calib, held_out, budget=4.5):
+def mixed_row(model, tok, method, calib, held_out, budget=4.5, calib_batch=CALIB_BATCH):
     """plan_mixed_precision over {W4A16 g128, W8A16} (both with `method`) at <= budget bits, then
     quantize_ with the plan: (worst cos, mean 1-cos, seconds, the plan's average bits)."""
     ref = embed(model, tok, held_out)
-    batches = [dict(tok([s], return_tensors="pt")) for s in calib]
+    batches = calibration_batches(tok, calib, calib_batch)
     cands = [QuantConfig(4, None, 128, method=method), QuantConfig(8, None, method=method)]
     t0 = time.perf_counter()
-    plan = qkernels.plan_mixed_precision(model, batches[:16], cands, budget)
+    plan = qkernels.plan_mixed_precision(model, calibration_batches(tok, calib[:16], calib_batch), cands, budget)
     qm = qkernels.quantize_(copy.deepcopy(model), plan, progress=False,
                             calibration_data=batches if method != "rtn" else None)
     seconds = time.perf_counter() - t0
