@@ -264,7 +264,8 @@ def accuracy_report():
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModel.from_pretrained(src).eval()
     calib, held_out = minilm_eval_sets()
-    print(f"\n# all-MiniLM-L6-v2 accuracy: calibrated on {len(calib)} pydoc_data.topics sentences, evaluated on "
+    print(f"\n# all-MiniLM-L6-v2 accuracy: calibrated on {len(calib)} pydoc_data.topics sentences (padded batches of "
+          f"{CALIB_BATCH}), evaluated on "
           f"{len(held_out)} others (later topics, everyday English, Chinese); cosine with the float embedding")
     print(f"{'method / config':<33} {'worst cos':>9} {'mean 1-cos':>11} {'calib s':>8}")
     for name, worst, mean, sec in accuracy_rows(model, tok, ACCURACY_CONFIGS, calib, held_out):

@@ -292,7 +292,8 @@ def test_decode_panels_changes_no_result(isa):
     # bf16 x at M = 1 through the bf16 dot where there is one; prefetches only touch memory ahead
     # of the stream
     _bit_identical_under({"bf16_dot_min_batch": 1},
-                         [{"decode_panels": width, "prefetch_distance": pf, "sparse_prefetch_distance": pf}
+                         [{"decode_panels": width, "prefetch_distance": pf, "sparse_prefetch_distance": pf,
+                           "ymm_prefetch_distance": pf}
                           for width, pf in ((0, 4096), (1, 0), (2, 64), (3, 4096), (5, 8192), (8, 65536))],
                          lambda: [m(x) for m in mods for x in xs])
 

@@ -17,6 +17,10 @@ struct U8S8DotVnni {
   void operator()(__m256i& c, __m256i u, __m256i s) const {
     asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(c) : "x"(u), "x"(s));
   }
+  void pair(__m256i& c, __m256i u0, __m256i s0, __m256i u1, __m256i s1) const {
+    (*this)(c, u0, s0);
+    (*this)(c, u1, s1);
+  }
 };
 
 void gemm_w8a8_avxvnni(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {

@@ -14,12 +14,19 @@ void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
 
 namespace {
 
+// The M = 1 W4A8 tile reads one 256-byte panel row per k8 step and prefetches the 4 lines pf bytes
+// ahead in its stream (tuning().ymm_prefetch_distance; the W8A8 tile read as fast without).
+inline void prefetch_step(const void* w, int64_t pf) {
+  for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + pf + 64 * l, _MM_HINT_T0);
+}
+
 // A dot-product policy: dot(c, b, w) adds, per int32 lane, the 4 products of the lane's bytes of b
 // (activations, broadcast) and w (weights); kU8 says whether the activations are u8 (s8 + 128,
 // compensated by the panel's column sums) or s8.
 //   AVX2 (no VNNI): |a| (u8) x sign(w, a) through vpmaddubsw + vpmaddwd, exact for every s8 a and
 //                   |w| <= 127 (pair sums <= 2 * 128 * 127 < 32767).
 //   AVX-VNNI:       {vex} vpdpbusd on u8 a.
+// W4A8's policies also have pair(c, u0, s0, u1, s1): c += dot(u0, s0) + dot(u1, s1) with u0, u1 <= 15.
 
 // gemm_x8s8s32_mrxnj8_ymm: NJ ymm of [8 n x 4 k] per k4 step, from column 32 * half: MR = 2 rows x
 // half a panel (NJ = 4: 8 accumulators + 4 weight registers + broadcasts of the 16 ymm), or one row
@@ -81,6 +88,7 @@ template <int MR, int NJ, typename Dot>
 QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
                                    int64_t G, int64_t gk, float y[][kPanelN], int half, Dot dot) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const int64_t pf = MR == 1 ? tuning().ymm_prefetch_distance : 0;
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
@@ -95,6 +103,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
       for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_si256();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
+      if (pf) prefetch_step(w, pf);
       __m256i blo[MR], bhi[MR];
       QK_UNROLL
       for (int r = 0; r < MR; ++r) {
@@ -109,8 +118,12 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
         const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
-          dot(c[r][j], lo, blo[r]);
-          dot(c[r][j], hi, bhi[r]);
+          if constexpr (MR == 1) {  // 15 ymm live: room for the policy's fused pair (AVX2: one widening)
+            dot.pair(c[r][j], lo, blo[r], hi, bhi[r]);
+          } else {
+            dot(c[r][j], lo, blo[r]);
+            dot(c[r][j], hi, bhi[r]);
+          }
         }
       }
     }
@@ -128,6 +141,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
         _mm256_storeu_ps(yr, _mm256_add_ps(_mm256_loadu_ps(yr), t));
       }
     }
+    sums_in_memory();
   }
 }
 
