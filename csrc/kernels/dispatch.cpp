@@ -103,8 +103,9 @@ Tuning& tuning_state() {
     r.prefetch_distance = 4096;
     r.sparse_prefetch_distance = 8192;
     // The 256-bit paths' M = 1 W4A8 tile (one panel stream per core). AMD Zen 3 (family 25 model 1,
-    // avx2), 2 threads, K = 4096, N = 32768 from DRAM (csrc/bench/decode_stream.cpp), medians of 4
-    // alternating runs: none 2.41 ms, 8 / 16 / 32 KiB ahead 1.24x / 1.31x / 1.23x; a second run, 16
+    // avx2), 2 threads, K = 4096, N = 32768 from DRAM, the kernels alone (the second run with
+    // csrc/bench/decode_stream.cpp, the first with an earlier copy of it), medians of 4 alternating
+    // runs: none 2.41 ms, 8 / 16 / 32 KiB ahead 1.24x / 1.31x / 1.23x; a second run, 16
     // KiB vs none in ABBA order, 6 each: 2.31 vs 2.62 ms, 1.14x. The W8A8 tile read at the
     // one-stream probe's rate without prefetch, and no distance beat that. Intel hosts without
     // AVX-512 are not measured and get the same value.
