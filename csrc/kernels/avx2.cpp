@@ -259,20 +259,31 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
   }, w8a16_epilogue(g));
 }
 
-// ---- W4A8: gemm_s8u4s32_mrxnj8_ymm, u4 x s8 through vpmaddubsw (pair sums <= 3840) -----------
+// ---- W4A8: gemm_s8u4s32_mrxnj8_ymm, u4 x s8 through vpmaddubsw in int16 chains ----------------
 namespace {
 
 struct U8S8DotAvx2 {
-  __m256i ones = _mm256_set1_epi16(1);
-  void operator()(__m256i& c, __m256i u, __m256i s) const {
-    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
+  // Each vpmaddubsw lane is a pair sum of at most 2 * 15 * 128 = 3840, so 4 k8 steps (8 of them,
+  // <= 30720 < 32767) add in int16 exactly before one widening vpmaddwd: the same int32 sums as one
+  // vpmaddwd per vpmaddubsw, with 9 multiplies per 4 x 64 products instead of 16.
+  static constexpr int kChainSteps = 4;
+  alignas(32) static constexpr int16_t kOnes[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  // p (int16 lanes) += maddubs(u0, s0) + maddubs(u1, s1), one asm block (as intrinsics GCC 12
+  // interleaves the chains of the tile and runs out of registers).
+  void chain(__m256i& p, __m256i u0, __m256i s0, __m256i u1, __m256i s1) const {
+    __m256i t;
+    asm("vpmaddubsw %[s0], %[u0], %[t]\n\t"
+        "vpaddw %[t], %[p], %[p]\n\t"
+        "vpmaddubsw %[s1], %[u1], %[t]\n\t"
+        "vpaddw %[t], %[p], %[p]"
+        : [p] "+x"(p), [t] "=&x"(t)
+        : [u0] "x"(u0), [s0] "x"(s0), [u1] "x"(u1), [s1] "x"(s1));
   }
-  // The two int16 pair sums (each <= 2 * 15 * 128 = 3840) add in int16 (<= 7680) before one
-  // widening vpmaddwd: 3 multiplies per 8 x 8 products instead of 4, the same int32 sums. One asm
+  // The decode tile's step (M = 1): the two int16 pair sums (each <= 3840) add in int16 before one
+  // widening vpmaddwd, 3 multiplies per 8 x 8 products instead of 4, the same int32 sums. One asm
   // block with the ones in memory: as intrinsics, GCC 12 interleaved the 8 pairs of the decode tile
   // and kept 3-4 of its 8 accumulators on the stack.
   void pair(__m256i& c, __m256i u0, __m256i s0, __m256i u1, __m256i s1) const {
-    alignas(32) static constexpr int16_t kOnes[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     asm("vpmaddubsw %[s0], %[u0], %[u0]\n\t"
         "vpmaddubsw %[s1], %[u1], %[u1]\n\t"
         "vpaddw %[u1], %[u0], %[u0]\n\t"
@@ -280,6 +291,15 @@ struct U8S8DotAvx2 {
         "vpaddd %[u0], %[c], %[c]"
         : [c] "+x"(c), [u0] "+x"(u0), [u1] "+x"(u1)
         : [s0] "x"(s0), [s1] "x"(s1), [ones] "m"(kOnes));
+  }
+  // c[0..8) (int32, in memory) = [c +] the pair sums of p's int16 lanes.
+  void widen(int32_t* c, __m256i p, bool first) const {
+    __m256i& m = *reinterpret_cast<__m256i*>(c);
+    if (first)
+      asm("vpmaddwd %[ones], %[p], %[p]\n\tvmovdqa %[p], %[m]" : [m] "=m"(m), [p] "+x"(p) : [ones] "m"(kOnes));
+    else
+      asm("vpmaddwd %[ones], %[p], %[p]\n\tvpaddd %[m], %[p], %[p]\n\tvmovdqa %[p], %[m]"
+          : [m] "+m"(m), [p] "+x"(p) : [ones] "m"(kOnes));
   }
 };
 

@@ -14,6 +14,7 @@ namespace {
 // and {vex} forces the AVX-VNNI encoding, never the EVEX (AVX512-VL) one.
 struct U8S8DotVnni {
   static constexpr bool kU8 = true;  // W8A8: activations are s8 + 128; the colsums compensate
+  static constexpr int kChainSteps = 1;  // W4A8: one vpdpbusd per 4-k dot, straight to int32
   void operator()(__m256i& c, __m256i u, __m256i s) const {
     asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(c) : "x"(u), "x"(s));
   }
