@@ -85,3 +85,17 @@ def test_no_gradient_work_without_requires_grad():
     assert y.grad_fn is None
     with qkernels.use_backend("reference"):
         assert q(torch.randn(2, 16)).grad_fn is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_calls_that_record_no_graph_run_the_same_kernel(kind):
+    """Grad mode off, or no argument that requires grad: the op skips the autograd node (C++
+    records_graph) and returns the same numbers as a call that records one."""
+    q = KINDS[kind](nn.Linear(48, 40))
+    x = torch.randn(3, 48, requires_grad=True)
+    y = q(x)
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        y0 = q(x)
+    assert y0.grad_fn is None and not y0.requires_grad
+    assert torch.equal(y0, y.detach()) and torch.equal(q(x.detach()), y0)
