@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .. import formats, ops
-from ._common import (FORMAT_VERSION, PackedLinear, check_size, expect_finite,  # noqa: F401
+from ._common import (FORMAT_VERSION, PackedLinear, call_buffers, check_size, expect_finite,  # noqa: F401
                       expect_permutation, expect_range, expect_tensor)
 
 
@@ -358,14 +358,16 @@ class QuantLinear(PackedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x2 = x.reshape(-1, self.in_features)
+        b = self._buffers  # one dict, not a __getattr__ round trip per buffer (see call_buffers)
+        packed, bias, input_scale, act_scale = call_buffers(self)
         if self.weight_bits == 4:
-            if self.input_perm is not None:
-                x2 = x2.index_select(1, self.input_perm)
-            y = ops.int4_linear(x2, self._packed, self._layout, self.bias, self.out_features, self._group,
-                                self.act_bits, self.symmetric, self.input_scale, self.activation_scale)
+            if b["input_perm"] is not None:
+                x2 = x2.index_select(1, b["input_perm"])
+            y = ops.int4_linear(x2, packed, self._layout, bias, self.out_features, self._group,
+                                self.act_bits, self.symmetric, input_scale, act_scale)
         else:
-            y = ops.int8_linear(x2, self._packed, self._layout, self.weight_scale, self.bias, self.act_bits,
-                                self.input_scale, self.activation_scale)
+            y = ops.int8_linear(x2, packed, self._layout, b["weight_scale"], bias, self.act_bits,
+                                input_scale, act_scale)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .. import formats, ops
-from ._common import PackedLinear, check_size, expect_finite, expect_range, expect_tensor
+from ._common import PackedLinear, call_buffers, check_size, expect_finite, expect_range, expect_tensor
 
 _FLOAT_VALUES = (torch.float32, torch.bfloat16)
 _VALUE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}  # in the qconfig
@@ -176,9 +176,10 @@ class SparseLinear(PackedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         x2 = x.reshape(-1, self.in_features)
-        y = ops.sparse24_linear(x2, self._packed, self._layout, self.value_dtype,
-                                self.weight_scale if self.weight_bits == 8 else None, self.bias,
-                                self.out_features, self.activation_scale)
+        packed, bias, _, act_scale = call_buffers(self)
+        y = ops.sparse24_linear(x2, packed, self._layout, self.value_dtype,
+                                self._buffers["weight_scale"] if self.weight_bits == 8 else None, bias,
+                                self.out_features, act_scale)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
