@@ -21,7 +21,7 @@ Q = torch.ops.qkernels
 SHAPES = [(0, 67, 7, 32), (1, 1, 1, None), (1, 4097, 67, 128), (3, 7, 4097, None), (17, 67, 127, 32),
           (128, 127, 67, 64), (17, 4095, 129, 256), (3, 300, 64, 8), (1, 257, 1, 128), (5, 100, 70, 128),
           (1, 300, 1000, 64),  # M=1 decode path, 16 panels (8 in lockstep + remainder)
-          (2, 100, 70, 16), (3, 300, 70, 24), (1, 200, 65, 56)]  # groups of 2, 3, 7 k8 steps (AVX2 chains of 4)
+          (2, 100, 70, 16), (3, 300, 70, 24), (2, 200, 65, 56)]  # groups of 2, 3, 7 k8 steps (AVX2 2-row chains of 4)
 
 
 def _rand_int4(N, K, group_size, symmetric):
