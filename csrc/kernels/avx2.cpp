@@ -224,16 +224,33 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
     for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN + half * 32;
-    __m256 wv[NJ];
-    QK_UNROLL
-    for (int j = 0; j < NJ; ++j)
-      wv[j] = _mm256_cvtepi32_ps(
-          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 8 * j))));
-    QK_UNROLL
-    for (int r = 0; r < MR; ++r) {
-      const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
+    if constexpr (MR == 1) {
+      // One asm block per column block: as intrinsics GCC 12 loaded all 8 weight vectors first,
+      // ran out of registers and kept one accumulator on the stack, so every k waited on a store
+      // and a reload of it (4.4 multiply-adds per cycle on Zen 3, one thread).
+      using i64u = int64_t __attribute__((may_alias, aligned(1)));
+      const __m256 b = _mm256_broadcast_ss(x + k);
       QK_UNROLL
-      for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
+      for (int j = 0; j < NJ; ++j) {
+        __m256 t;
+        asm("vpmovsxbd %[w], %[t]\n\t"
+            "vcvtdq2ps %[t], %[t]\n\t"
+            "vfmadd231ps %[t], %[b], %[c]"
+            : [c] "+x"(c[0][j]), [t] "=&x"(t)
+            : [w] "m"(*reinterpret_cast<const i64u*>(w + 8 * j)), [b] "x"(b));
+      }
+    } else {
+      __m256 wv[NJ];
+      QK_UNROLL
+      for (int j = 0; j < NJ; ++j)
+        wv[j] = _mm256_cvtepi32_ps(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + 8 * j))));
+      QK_UNROLL
+      for (int r = 0; r < MR; ++r) {
+        const __m256 b = _mm256_broadcast_ss(x + r * ldx + k);
+        QK_UNROLL
+        for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
+      }
     }
   }
   QK_UNROLL

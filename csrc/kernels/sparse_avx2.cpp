@@ -90,6 +90,34 @@ QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const
         aw[r] = _mm256_set1_epi64x(q);
       }
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
+      if constexpr (MR == 1) {
+        // One asm block per column block, the meta and the values memory operands: as intrinsics
+        // GCC 12 kept the 8 blocks' metas live across the unrolled group loop and spilled.
+        QK_UNROLL
+        for (int jj = 0; jj < NJ; ++jj) {
+          const int j = 4 * half + jj;
+          __m256i t, u;
+          // (VEX shifts by an immediate take no memory source: the meta is loaded first.)
+          if (gl == 0)
+            asm("vmovdqu %[m], %[t]\n\tvpsllw $1, %[t], %[t]"
+                : [t] "=x"(t) : [m] "m"(*reinterpret_cast<const __m256i*>(blk + 32 * j)));
+          else
+            asm("vmovdqu %[m], %[t]\n\tvpsrlw %[sh], %[t], %[t]"
+                : [t] "=x"(t)
+                : [m] "m"(*reinterpret_cast<const __m256i*>(blk + 32 * j)), [sh] "i"(2 * gl - 1));
+          asm("vpand %[six], %[t], %[t]\n\t"
+              "vpshufb %[dup], %[t], %[t]\n\t"
+              "vpaddb %[add], %[t], %[t]\n\t"
+              "vpshufb %[t], %[aw], %[t]\n\t"
+              "vpmovsxbw %[v], %[u]\n\t"
+              "vpmaddwd %[t], %[u], %[t]\n\t"
+              "vpaddd %[t], %[c], %[c]"
+              : [c] "+x"(c[0][jj]), [t] "+x"(t), [u] "=&x"(u)
+              : [six] "x"(six), [dup] "x"(dup), [add] "x"(add), [aw] "x"(aw[0]),
+                [v] "m"(*reinterpret_cast<const __m128i*>(vg + (j / 2) * 32 + (j % 2) * 16)));
+        }
+        continue;
+      }
       QK_UNROLL
       for (int jj = 0; jj < NJ; ++jj) {
         const int j = 4 * half + jj;
@@ -99,8 +127,17 @@ QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const
         const __m256i v = _mm256_cvtepi8_epi16(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(vg + (j / 2) * 32 + (j % 2) * 16)));
         QK_UNROLL
-        for (int r = 0; r < MR; ++r)
-          c[r][jj] = _mm256_add_epi32(c[r][jj], _mm256_madd_epi16(v, _mm256_shuffle_epi8(aw[r], ctrl)));
+        for (int r = 0; r < MR; ++r) {
+          // c += madd(v, pick(aw)) as one asm block: as intrinsics GCC 12 reassociated the int32
+          // sums of the unrolled group loop, kept the products of a block on the stack and added
+          // them in a tree (8 stack stores per 64 accumulations).
+          __m256i t;
+          asm("vpshufb %[ctrl], %[aw], %[t]\n\t"
+              "vpmaddwd %[t], %[v], %[t]\n\t"
+              "vpaddd %[t], %[c], %[c]"
+              : [c] "+x"(c[r][jj]), [t] "=&x"(t)
+              : [ctrl] "x"(ctrl), [aw] "x"(aw[r]), [v] "x"(v));
+        }
       }
     }
   }
