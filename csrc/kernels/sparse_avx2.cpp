@@ -91,8 +91,10 @@ QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const
       }
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
       if constexpr (MR == 1) {
-        // One asm block per column block, the meta and the values memory operands: as intrinsics
-        // GCC 12 kept the 8 blocks' metas live across the unrolled group loop and spilled.
+        // The whole step as asm, the meta and the values memory operands: with only the last three
+        // instructions as asm (the MR = 2 form below) GCC 12 still made 23 stack stores per 64
+        // accumulations in this 8-block tile. The shift count is an immediate, so this needs the
+        // group loop unrolled (gl a constant); if it is not, the "i" operand fails to compile.
         QK_UNROLL
         for (int jj = 0; jj < NJ; ++jj) {
           const int j = 4 * half + jj;
