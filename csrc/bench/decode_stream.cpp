@@ -9,34 +9,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
-#include <vector>
 
-#include "../kernels/kernels.h"
+#include "bench_gemms.h"
 
 int main(int argc, char** argv) {
   const int64_t K = argc > 1 ? atol(argv[1]) : 4096, N = argc > 2 ? atol(argv[2]) : 32768,
                 reps = argc > 3 ? atol(argv[3]) : 4;
-  const int64_t P = qk::round_up(N, 64) / 64, gk = 128, G = qk::round_up(K, gk) / gk, Kp = G * gk;
   const qk::Isa isa = qk::default_isa();
   const qk::Kernels& kt = qk::kernels(isa);
-  std::vector<int8_t> w(N * K);
-  for (auto& v : w) v = int8_t(rand() % 255 - 127);
-  std::vector<int8_t> p8(P * qk::w8a8_panel_bytes(K));
-  qk::pack_w8a8(w.data(), N, K, p8.data());
-  std::vector<uint8_t> qw(N * ((K + 1) / 2));
-  for (auto& v : qw) v = uint8_t(rand());
-  std::vector<float> scale(N * G, 0.01f), a_scale(1, 1.f), w_scale(N, 1.f), out(N);
-  std::vector<uint8_t> p4(P * qk::w4_panel_bytes(G, gk));
-  qk::pack_w4(qw.data(), scale.data(), nullptr, N, K, G, gk, p4.data());
-  std::vector<uint8_t> a(Kp, 3);
-  std::vector<int32_t> asum(G, 0);
-  const qk::W8A8Args g8{a.data(), qk::round_up(K, 4), a_scale.data(), p8.data(), K, N, w_scale.data(), nullptr,
-                        out.data(), N, false};
-  const qk::W4Args g4{a.data(), Kp, a_scale.data(), asum.data(), p4.data(), G, gk, N, nullptr, out.data(), N, false};
+  const BenchGemms b(1, K, N, 3);
+  const int64_t P = b.P;
   for (int w4 = 0; w4 < 2; ++w4) {
     auto run = [&](int64_t p0, int64_t p1) {
-      if (w4) kt.gemm_w4a8(g4, 0, 1, p0, p1);
-      else kt.gemm_w8a8(g8, 0, 1, p0, p1);
+      if (w4) kt.gemm_w4a8(b.w4a8, 0, 1, p0, p1);
+      else kt.gemm_w8a8(b.w8a8, 0, 1, p0, p1);
     };
     double best = 1e30;
     for (int t = 0; t < 5; ++t) {
@@ -49,7 +35,7 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
       best = s < best ? s : best;
     }
-    const double bytes = double(w4 ? p4.size() : p8.size());
+    const double bytes = double(w4 ? b.p4.size() : b.p8.size());
     printf("%-6s %-12s K=%ld N=%ld  %.3f ms  %.1f GB/s (2 threads)\n", w4 ? "W4A8" : "W8A8", qk::isa_name(isa), K, N,
            best * 1e3, bytes / best / 1e9);
   }
