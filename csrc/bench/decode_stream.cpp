@@ -1,9 +1,9 @@
-// M = 1 W8A8 and W4A8 (g128) from DRAM through the torch-free kernels on the default CPU path, two
+// M = 1 W8A8, W4A8 (g128) and 2:4 int8 from DRAM through the torch-free kernels on the default CPU path, two
 // threads splitting the panels, so a tuning choice (QKERNELS_TUNE_<NAME>, e.g.
 // QKERNELS_TUNE_YMM_PREFETCH_DISTANCE) is timed without the modules' per-call work around it.
 // Usage: qk_decode_stream [K N reps]; prints the best of 5 timings (ms) and the weight read rate.
 // The weights come from DRAM only when they exceed the last-level cache (K = 4096, N = 32768: 134 MB
-// of W8A8, 72 MB of W4A8); nothing is flushed between calls.
+// of W8A8, 72 MB of W4A8, 84 MB of 2:4 int8); nothing is flushed between calls.
 // Build: cmake --build <dir> --target qk_decode_stream
 #include <chrono>
 #include <cstdio>
@@ -19,10 +19,12 @@ int main(int argc, char** argv) {
   const qk::Kernels& kt = qk::kernels(isa);
   const BenchGemms b(1, K, N, 3);
   const int64_t P = b.P;
-  for (int w4 = 0; w4 < 2; ++w4) {
+  static const char* const kNames[3] = {"W8A8", "W4A8", "2:4 i8"};
+  for (int kind = 0; kind < 3; ++kind) {
     auto run = [&](int64_t p0, int64_t p1) {
-      if (w4) kt.gemm_w4a8(b.w4a8, 0, 1, p0, p1);
-      else kt.gemm_w8a8(b.w8a8, 0, 1, p0, p1);
+      if (kind == 0) kt.gemm_w8a8(b.w8a8, 0, 1, p0, p1);
+      else if (kind == 1) kt.gemm_w4a8(b.w4a8, 0, 1, p0, p1);
+      else kt.gemm_s24_i8(b.s24i8, 0, 1, p0, p1);
     };
     double best = 1e30;
     for (int t = 0; t < 5; ++t) {
@@ -35,8 +37,8 @@ int main(int argc, char** argv) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
       best = s < best ? s : best;
     }
-    const double bytes = double(w4 ? b.p4.size() : b.p8.size());
-    printf("%-6s %-12s K=%ld N=%ld  %.3f ms  %.1f GB/s (2 threads)\n", w4 ? "W4A8" : "W8A8", qk::isa_name(isa), K, N,
+    const double bytes = double(kind == 0 ? b.p8.size() : kind == 1 ? b.p4.size() : b.ps24.size());
+    printf("%-6s %-12s K=%ld N=%ld  %.3f ms  %.1f GB/s (2 threads)\n", kNames[kind], qk::isa_name(isa), K, N,
            best * 1e3, bytes / best / 1e9);
   }
 }
