@@ -281,12 +281,14 @@ def _bit_identical_under(fixed, settings, run):
 def test_decode_panels_changes_no_result(isa):
     """tuning().decode_panels (how many panels an M = 1 kernel walks in lockstep) only reorders
     which panel is read when: every M = 1 output is bit-identical at every width, on every path,
-    for the kernels that walk panels in lockstep (W4A8, W4A16 with fp32 and bf16 x, 2:4)."""
+    for the kernels that walk panels in lockstep (W4A8, W4A16 with fp32 and bf16 x, 2:4); the same
+    for the software prefetch distances, which W8A16's M = 1 tiles also read."""
     import qkernels
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 64 * 11 + 5)  # 12 panels: full lockstep runs and a remainder
     mods = [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=64),
             qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=64),
+            qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
             qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
     xs = [torch.randn(1, 256), torch.randn(1, 256).bfloat16()]
     # bf16 x at M = 1 through the bf16 dot where there is one; prefetches only touch memory ahead

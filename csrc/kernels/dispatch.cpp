@@ -108,7 +108,11 @@ Tuning& tuning_state() {
     // runs: none 2.41 ms, 8 / 16 / 32 KiB ahead 1.24x / 1.31x / 1.23x; a second run, 16
     // KiB vs none in ABBA order, 6 each: 2.31 vs 2.62 ms, 1.14x. The W8A8 tile read at the
     // one-stream probe's rate without prefetch, and no distance beat that. Intel hosts without
-    // AVX-512 are not measured and get the same value.
+    // AVX-512 are not measured and get the same value. The W8A16 decode tile (one line per k) and
+    // the 256-bit 2:4 int8 decode tile (sparse_prefetch_distance, 20 lines per block) prefetch too:
+    // Zen 3, 2 threads, 4096 x 11008 from DRAM through the modules, the distance switched between
+    // interleaved blocks in one process, 3 processes: W8A16 16 KiB vs none 1.04x / 1.16x / 1.24x,
+    // 2:4 int8 8 KiB vs none 1.07x / 1.17x / 1.23x (docs/kernels.md has the C++ sweep).
     r.ymm_prefetch_distance = 16384;
     // fp32 W8A16 / W4A16 on the 256-bit paths, converted weights from 8 rows per task. AMD Zen 3
     // (family 25 model 1, avx2 path), 2 threads, hot weights, converted vs direct: M = 4 W8A16

@@ -226,8 +226,10 @@ struct Tuning {
                               // own height, 2-6); rows never share a sum
   int64_t prefetch_distance;  // AVX-512 dense kernels: bytes ahead in each panel stream that a
                               // software prefetch touches (multiple of 64; 0: none issued)
-  int64_t sparse_prefetch_distance;  // the same for the AVX-512 2:4 kernels
-  int64_t ymm_prefetch_distance;  // the same for the M = 1 W4A8 tile of the 256-bit paths (avx2, avx_vnni)
+  int64_t sparse_prefetch_distance;  // the same for the AVX-512 2:4 kernels and the 256-bit paths'
+                                     // M = 1 2:4 int8 tile
+  int64_t ymm_prefetch_distance;  // the same for the M = 1 W4A8 and W8A16 tiles of the 256-bit paths
+                                  // (avx2, avx_vnni)
   int64_t f32_convert_min_rows;  // fp32 W8A16 / W4A16 on the 256-bit paths (avx2, avx_vnni): tasks of
                                  // this many rows convert weights into an fp32 scratch once per chunk
                                  // and run 6 x 16 FMA tiles over it; not part of any sum order

@@ -78,8 +78,12 @@ QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const
   const __m256i six = _mm256_set1_epi16(6), add = _mm256_set1_epi16(0x0100);
   const __m256i dup = _mm256_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14,
                                        0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14);
+  const int64_t pf = MR == 1 ? tuning().sparse_prefetch_distance : 0;
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
+    if (pf)  // M = 1: the block pf bytes ahead (see tuning() in dispatch.cpp)
+      for (int l = 0; l < int(s24_block_bytes(1) / 64); ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];
