@@ -226,7 +226,7 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN + half * 32;
     if constexpr (MR == 1) {
-      if (pf) _mm_prefetch(reinterpret_cast<const char*>(w) + pf, _MM_HINT_T0);  // the row pf bytes ahead
+      if (pf) prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
       // One asm block per column block: as intrinsics GCC 12 loaded all 8 weight vectors first,
       // ran out of registers and kept one accumulator on the stack, so every k waited on a store
       // and a reload of it (4.4 multiply-adds per cycle on Zen 3, one thread).

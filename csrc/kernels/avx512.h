@@ -1,5 +1,5 @@
 // AVX-512 VNNI path helpers shared by its translation units (avx512_int8.cpp, avx512_int4.cpp):
-// prefetch distances and the one-instruction asm wrappers that keep accumulators in registers.
+// the one-instruction asm wrappers that keep accumulators in registers.
 #pragma once
 #include <immintrin.h>
 
@@ -41,12 +41,6 @@ inline void fma_bcast(__m512& c, __m512 u, const float* x) {
 // c += u * xb with xb a register broadcast of one x value.
 inline void fma_reg(__m512& c, __m512 u, __m512 xb) {
   asm("vfmadd231ps %2, %1, %0" : "+v"(c) : "v"(u), "v"(xb));
-}
-
-// Software prefetch of one 256-byte k step `distance` bytes ahead in a panel stream (distance:
-// tuning().prefetch_distance, read once per kernel call; 0 touches the step itself).
-inline void prefetch_panel_step(const void* w, int64_t distance) {
-  for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + distance + 64 * l, _MM_HINT_T0);
 }
 
 }  // namespace

@@ -156,8 +156,7 @@ QK_UKERNEL void gemm_bf16s8f32_mrxnp64_avx512bf16(const uint16_t* x, int64_t ldx
     QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       const int8_t* row = wp + q * pb + k * kPanelN;
-      _mm_prefetch(reinterpret_cast<const char*>(row) + pf, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(row) + pf + 64, _MM_HINT_T0);
+      prefetch_lines(row, pf, 128);
       __m512i w[4];
       w8_pair(row, k + 1 < K, w);
       QK_UNROLL
@@ -195,7 +194,7 @@ QK_UKERNEL void gemm_bf16u4f32_mrxnp64_avx512bf16(const uint16_t* xg, int64_t ld
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     QK_UNROLL
     for (int q = 0; q < NP; ++q) {
-      prefetch_panel_step(blk[q] + k8 * 256, pf);
+      prefetch_lines(blk[q] + k8 * 256, pf, 256);  // one 256-byte k step
       QK_UNROLL
       for (int j = 0; j < 4; ++j) {
         __m512i w[4];

@@ -41,7 +41,7 @@ QK_UKERNEL void gemm_s8u4s32_mrx64_avx512vnni(const int8_t* a, int64_t lda, cons
       for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
       const uint8_t* w = blk + k8 * 256;
-      prefetch_panel_step(w, pf);
+      prefetch_lines(w, pf, 256);  // one 256-byte k step
       __m512i lo[4], hi[4];
       QK_UNROLL
       for (int j = 0; j < 4; ++j) {
@@ -118,7 +118,7 @@ QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const u
   for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
     const float* xk = xg + 8 * k8;
     QK_UNROLL
-    for (int q = 0; q < NP; ++q) prefetch_panel_step(blk[q] + k8 * 256, pf);
+    for (int q = 0; q < NP; ++q) prefetch_lines(blk[q] + k8 * 256, pf, 256);  // one 256-byte k step
     if constexpr (ZZ8 && MR > 1) {
       // k = 8 k8 + t in order (t = 4 half + kk: nibble half of byte kk of each dword, the index
       // v >> (8 kk + 4 half)). Each row's x[k] is broadcast into a register once for its NP * 4
@@ -240,7 +240,7 @@ QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* a
       QK_UNROLL
       for (int q = 0; q < NP; ++q) {
         const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
-        prefetch_panel_step(w, pf);
+        prefetch_lines(w, pf, 256);  // one 256-byte k step
         QK_UNROLL
         for (int j = 0; j < 4; ++j) {
           const __m512i v = _mm512_loadu_si512(w + 64 * j);

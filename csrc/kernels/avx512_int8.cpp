@@ -68,7 +68,7 @@ QK_UKERNEL void gemm_u8s8s32_mrx64_avx512vnni(const uint8_t* a, int64_t lda, con
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     const int8_t* w = wp + k4 * 256;
-    prefetch_panel_step(w, pf);
+    prefetch_lines(w, pf, 256);  // one 256-byte k step
     const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
     const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
     QK_UNROLL
@@ -111,7 +111,7 @@ QK_UKERNEL void gemm_f32s8f32_mrx64_avx512(const float* x, int64_t ldx, const in
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const int8_t* w = wp + k * kPanelN;
-    _mm_prefetch(reinterpret_cast<const char*>(w) + pf, _MM_HINT_T0);
+    prefetch_lines(w, pf, 64);
     __m512 wv[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j)

@@ -29,6 +29,13 @@ namespace {  // per translation unit: each path instantiates its own copy with i
 // kernel -> 13, 1.02-1.14x at M = 32-512 on Zen 5).
 inline void sums_in_memory() { asm volatile("" ::: "memory"); }
 
+// Software prefetch (prefetcht0) of the `bytes` bytes `ahead` bytes past p, one touch per 64-byte
+// line: the M = 1 kernels' weight streams, ahead = one of the tuning().*prefetch_distance choices
+// (0: none issued by the caller). A prefetch never faults, so touching past the weights is harmless.
+inline void prefetch_lines(const void* p, int64_t ahead, int64_t bytes) {
+  for (int64_t l = 0; l < bytes; l += 64) __builtin_prefetch(static_cast<const char*>(p) + ahead + l, 0, 3);
+}
+
 // Calls f(std::integral_constant<int, n>{}) for a run-time n in [1, MAX], so a row or panel count
 // picks a compile-time tile size (the kernels are templates on it).
 template <int MAX, typename F>

@@ -81,9 +81,7 @@ QK_UKERNEL void gemm_s16sp24s32_mrxnj8_avx2(const int16_t* a, int64_t lda, const
   const int64_t pf = MR == 1 ? tuning().sparse_prefetch_distance : 0;
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
-    if (pf)  // M = 1: the block pf bytes ahead (see tuning() in dispatch.cpp)
-      for (int l = 0; l < int(s24_block_bytes(1) / 64); ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
+    if (pf) prefetch_lines(blk, pf, s24_block_bytes(1));  // M = 1: the block pf bytes ahead
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];

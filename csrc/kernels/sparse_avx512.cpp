@@ -42,8 +42,7 @@ QK_UKERNEL void gemm_f32sp24f32_mrx64_avx512(const float* x, int64_t ldx, const 
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
-    for (int l = 0; l < int(s24_block_bytes(esize) / 64); ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
+    prefetch_lines(blk, pf, s24_block_bytes(esize));
     __m512i m[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
@@ -91,8 +90,7 @@ QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, 
     for (int j = 0; j < 4; ++j) c[r][j] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblk; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
-    for (int l = 0; l < int(s24_block_bytes(1) / 64); ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + pf + 64 * l, _MM_HINT_T0);
+    prefetch_lines(blk, pf, s24_block_bytes(1));
     __m512i m[4];
     QK_UNROLL
     for (int j = 0; j < 4; ++j) m[j] = _mm512_loadu_si512(blk + 64 * j);
@@ -127,9 +125,7 @@ QK_UKERNEL void gemm_s16sp24s32_mrx64_avx512vnni(const int16_t* a, int64_t lda, 
 // Prefetches pf bytes ahead (tuning().sparse_prefetch_distance) in each of np panel streams (pb bytes
 // apart), bb bytes each.
 inline void prefetch_blocks(const uint8_t* w, int64_t pb, int np, int64_t bb, int64_t pf) {
-  for (int q = 0; q < np; ++q)
-    for (int64_t l = 0; l < bb / 64; ++l)
-      _mm_prefetch(reinterpret_cast<const char*>(w + q * pb) + pf + 64 * l, _MM_HINT_T0);
+  for (int q = 0; q < np; ++q) prefetch_lines(w + q * pb, pf, bb);
 }
 
 template <int NP, bool BF16>

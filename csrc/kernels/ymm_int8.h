@@ -14,12 +14,6 @@ void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
 
 namespace {
 
-// The M = 1 W4A8 tile reads one 256-byte panel row per k8 step and prefetches the 4 lines pf bytes
-// ahead in its stream (tuning().ymm_prefetch_distance; the W8A8 tile read as fast without).
-inline void prefetch_step(const void* w, int64_t pf) {
-  for (int l = 0; l < 4; ++l) _mm_prefetch(static_cast<const char*>(w) + pf + 64 * l, _MM_HINT_T0);
-}
-
 // The 4 bytes at p in every dword lane: one vpbroadcastd from memory (a load, no shuffle; GCC builds
 // _mm256_set1_epi32 of a loaded int through a general register and vmovd).
 inline __m256i bcast4(const int8_t* p) {
@@ -155,7 +149,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
     } else {
       for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
         const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
-        if (pf) prefetch_step(w, pf);
+        if (pf) prefetch_lines(w, pf, 256);  // the k8 step pf bytes ahead (the W8A8 tile read as fast without)
         __m256i blo[MR], bhi[MR];
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
