@@ -66,6 +66,7 @@ def test_layouts_agree_with_the_cpp_library():
     assert formats.get("int4_panels").shape(130, 300, 128) == (3, 3 * (32 * 128 + 320))
     assert formats.get("int8_w8a8_panels").shape(64, 5) == (1, 8 * 64 + 256)
     assert formats.get("sparse24_panels").shape(65, 33, esize=2) == (2, 2 * (256 + 1024 * 2))
+    assert formats.get("sparse24_panels").shape(65, 33, esize=1) == (2, 2 * (256 + 1024) + 256)  # + colsum
     assert formats.int4_groups(300, 128) == (3, 128) and formats.int4_groups(13, 13) == (1, 16)
     with pytest.raises(ValueError, match="unknown packed layout 'int4_tiles'"):
         formats.get("int4_tiles")

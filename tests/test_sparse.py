@@ -104,6 +104,24 @@ def test_int8_sparse_extreme_values(isa):
     assert torch.equal(y, R.linear_sparse24_w8a8(x, values, meta, torch.ones(N), None))
 
 
+@pytest.mark.parametrize("M", [1, 3])
+def test_int8_sparse_exact_where_the_u8_form_passes_int32(isa, M):
+    # Kernels that read u8 activations (a + 128, Kernels::s24_a_u8: avx2) sum (a + 128) * v, here
+    # 255 * 127 * 70000 > 2^31, and subtract 128 * sum(v): exact mod 2^32, and the true sum
+    # (+-127 * 127 * 70000) fits in int32.
+    K, N = 140000, 3
+    x = torch.ones(M, K)
+    x[1:] = -1
+    w = torch.full((N, K), 127, dtype=torch.int8)
+    w[1] = -127
+    _, w = R.prune_24(w)
+    values, meta = R.compress_24(w)
+    y = Q.s24_w8a8_linear(x, Q.pack_sparse24(values, meta, K, L_S24), L_S24, torch.ones(N), None, N)
+    ref = R.linear_sparse24_w8a8(x, values, meta, torch.ones(N), None)
+    # out = sum * a_scale (1 / 127) * w_scale (1): +-127 * K / 2
+    assert torch.equal(y, ref) and abs(float(ref[0, 0])) == pytest.approx(127 * K / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
 @pytest.mark.parametrize("N,K", [(1, 1), (67, 7), (130, 4097)])
 def test_pack_unpack_roundtrip(dtype, N, K):

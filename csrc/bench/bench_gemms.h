@@ -1,7 +1,8 @@
 // Random packed weights and constant inputs for the torch-free kernel timers (qk_ukernel_bench,
 // qk_decode_stream): one N x K layer as W8A8 panels, as W4 g128 panels and as 2:4 int8 panels
 // (random kept positions), M rows of activations (all `a_value`, so the W4A8 group sums are zero;
-// the 2:4 kernel's int16 rows likewise), and the argument structs of the three GEMMs.
+// the 2:4 kernel's int16 rows likewise; a kernel that reads u8 rows reads the first Ks bytes of
+// each), and the argument structs of the three GEMMs.
 #pragma once
 #include <cstdlib>
 #include <vector>

@@ -416,7 +416,7 @@ void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
   }, w4_epilogue<false>(g));
 }
 
-extern const Kernels kernels_avx2 = {Isa::avx2, false, quant_row_f32_avx2, quant_row_bf16_avx2,
+extern const Kernels kernels_avx2 = {Isa::avx2, false, true, quant_row_f32_avx2, quant_row_bf16_avx2,
                                      gemm_w8a8_avx2, gemm_w8a16_avx2, gemm_w4a8_avx2,
                                      gemm_w4a16_avx2, gemm_s24_float_avx2, gemm_s24_i8_avx2};
 

@@ -139,7 +139,7 @@ void gemm_w8a16_avx512(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, i
 
 }  // namespace
 
-extern const Kernels kernels_avx512_vnni = {Isa::avx512_vnni, true, quant_row_f32_avx512,
+extern const Kernels kernels_avx512_vnni = {Isa::avx512_vnni, true, false, quant_row_f32_avx512,
                                             quant_row_bf16_avx512, gemm_w8a8_avx512, gemm_w8a16_avx512,
                                             gemm_w4a8_avx512, gemm_w4a16_avx512, gemm_s24_float_avx512,
                                             gemm_s24_i8_avx512};

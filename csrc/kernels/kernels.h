@@ -148,13 +148,16 @@ struct W4Args {
 //   then for g in [0, 8): for j in [0, 4) (columns 16j .. 16j+15), 32 * esize bytes:
 //     fp32 values:      v0[16] then v1[16]            (two vectors: one FMA each)
 //     bf16 / int8:      16 pairs (v0, v1)             (one dword / word per column)
+// int8 values only, after the last block: int32 colsum[64] = 128 * (sum of column n's values), which
+// compensates kernels that read u8 activations a + 128 (Kernels::s24_a_u8).
 // A shift of meta puts a group's index in the low bits of each lane, where vpermps (fp32 lanes,
-// activation window of 4 broadcast to every 128-bit quad) and vpermw (int16 lanes, window of 4
-// broadcast to every qword) gather the activations. Padding: values 0, meta 0.
+// activation window of 4 broadcast to every 128-bit quad), vpermw (int16 lanes, window of 4
+// broadcast to every qword) and vpshufb (bytes, window of 4 broadcast to every dword) gather the
+// activations. Padding: values 0, meta 0.
 constexpr int64_t kS24BlockK = 32;
 static inline int64_t s24_block_bytes(int64_t esize) { return 4 * kPanelN + 8 * 4 * 32 * esize; }
 static inline int64_t s24_panel_bytes(int64_t K, int64_t esize) {
-  return round_up(K, kS24BlockK) / kS24BlockK * s24_block_bytes(esize);
+  return round_up(K, kS24BlockK) / kS24BlockK * s24_block_bytes(esize) + (esize == 1 ? 4 * kPanelN : 0);
 }
 // values: [N][Kp4/2] (Kp4 = round_up(K, 4)) of esize bytes each, meta: [N][ceil(Kp4/8)] uint8
 // (qkernels.reference.sparse format: group g in byte g/2, nibble g%2, i0 | i1 << 2).
@@ -163,8 +166,9 @@ void unpack_s24(const uint8_t* packed, int64_t N, int64_t K, int64_t esize, void
 
 // Inputs to the 2:4 GEMMs: activations padded to Kp = round_up(K, 32) with zeros.
 //   float: x fp32 [M][Kp], values fp32 or bf16 (values_bf16): out = sum_k x * w + bias (fp32)
-//   int8:  a int16 [M][Kp] (int8 activations widened), values int8: exact int32 acc, then the
-//          W8A8 epilogue ((float)acc * a_scale) * w_scale + bias
+//   int8:  a int16 [M][Kp] (int8 activations widened), or where Kernels::s24_a_u8 uint8 [M][Kp]
+//          (a + 128, padding 128); values int8: exact int32 acc, then the W8A8 epilogue
+//          ((float)acc * a_scale) * w_scale + bias
 struct S24Args {
   const void* a;
   int64_t lda;
@@ -182,6 +186,8 @@ struct S24Args {
 struct Kernels {
   Isa isa;
   bool a_u8;  // the W8A8 kernel wants activations shifted to u8 (vpdpbusd); colsum compensates
+  bool s24_a_u8;  // the 2:4 int8 kernel reads u8 rows a + 128 (vpshufb picks bytes; the panel's colsum
+                  // compensates), else int16 rows
   // Symmetric int8 quantization of one row (see quant_row_ref in epilogue.h for the contract).
   void (*quant_row_f32)(const float* x, int64_t K, int8_t* q, float* scale);
   void (*quant_row_bf16)(const uint16_t* x, int64_t K, int8_t* q, float* scale);

@@ -153,6 +153,13 @@ void pack_s24(const void* values, const uint8_t* meta, int64_t N, int64_t K, int
       for (int t = 0; t < 2; ++t)
         std::memcpy(blk + s24_value_offset(gl, c, t, esize), v + n * vrow + (2 * g + t) * esize, esize);
     }
+    if (esize == 1) {  // int8: the column's 128 * sum of values after the last block (mod 2^32,
+                       // as the kernels' int32 sums; exact within kMaxK_s24_w8a8)
+      uint32_t s = 0;
+      for (int64_t i = 0; i < 2 * G; ++i) s += uint32_t(int32_t(static_cast<const int8_t*>(values)[n * vrow + i]));
+      s *= 128u;
+      std::memcpy(out + (n / kPanelN) * pb + pb - 4 * kPanelN + 4 * c, &s, 4);
+    }
   }
 }
 

@@ -136,7 +136,7 @@ void gemm_s24_i8_scalar(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, in
 
 }  // namespace
 
-extern const Kernels kernels_scalar = {Isa::scalar, false, quant_row_f32_scalar, quant_row_bf16_scalar,
+extern const Kernels kernels_scalar = {Isa::scalar, false, false, quant_row_f32_scalar, quant_row_bf16_scalar,
                                        gemm_w8a8_scalar, gemm_w8a16_scalar, gemm_w4a8_scalar,
                                        gemm_w4a16_scalar, gemm_s24_float_scalar, gemm_s24_i8_scalar};
 

@@ -150,4 +150,11 @@ void quant_row_prepared(const qk::Kernels& kt, const void* x, bool bf16, int64_t
   *scale = nan ? std::numeric_limits<float>::quiet_NaN() : s;
 }
 
+void finish_int8_row(uint8_t* row, int64_t K, int64_t Kp, bool to_u8) {
+  const uint8_t flip = to_u8 ? 0x80 : 0x00;
+  if (flip)
+    for (int64_t k = 0; k < K; ++k) row[k] ^= flip;
+  for (int64_t k = K; k < Kp; ++k) row[k] = flip;
+}
+
 }  // namespace qk_ops

@@ -67,6 +67,11 @@ ActPrep act_prep(const std::optional<Tensor>& input_scale, const std::optional<T
 void quant_row_prepared(const qk::Kernels& kt, const void* x, bool bf16, int64_t K, const ActPrep& prep,
                         float* tmp, int8_t* dst, float* scale);
 
+// An int8 activation row (already at its place in a padded buffer) as a kernel reads it: with
+// to_u8 each byte + 128 (u8; the kernels compensate with the weights' column sums), then padded
+// from K to Kp with the byte of a = 0.
+void finish_int8_row(uint8_t* row, int64_t K, int64_t Kp, bool to_u8);
+
 // Quantize each row m of x (fp32 or bf16, contiguous [M, K]) to int8 at dst + m * ld with its
 // scale, then call after_row(m) while the row is still in cache. With a preparation (input_scale,
 // static scale) the row is scaled into a row buffer on the way (quant_row_prepared).

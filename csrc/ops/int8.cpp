@@ -63,15 +63,6 @@ void check_w8a8_weights(const Tensor& w_packed, std::string_view layout, const T
   check_vector(bias, N, "bias");
 }
 
-// Turn one int8 activation row (already at its place in the padded buffer) into what the active
-// W8A8 kernel reads: +128 (u8) for vpdpbusd paths, and zero padding up to Kp.
-void finish_a_row(const qk::Kernels& kt, uint8_t* row, int64_t K, int64_t Kp) {
-  const uint8_t flip = kt.a_u8 ? 0x80 : 0x00;
-  if (flip)
-    for (int64_t k = 0; k < K; ++k) row[k] ^= flip;
-  for (int64_t k = K; k < Kp; ++k) row[k] = flip;
-}
-
 // GEMM on prepared activations abuf [M, Kp] into out [M, N].
 void run_w8a8(const qk::Kernels& kt, const Tensor& abuf, const Tensor& a_scale, const Tensor& w_packed,
               const Tensor& w_scale, const std::optional<Tensor>& bias, int64_t K, Tensor& out) {
@@ -106,7 +97,7 @@ Tensor w8a8_gemm_cpu(const Tensor& a_in, const Tensor& a_scale_in, const Tensor&
   at::parallel_for(0, M, std::max<int64_t>(1, 65536 / Kp), [&](int64_t b0, int64_t e0) {
     for (int64_t m = b0; m < e0; ++m) {
       std::memcpy(dst + m * Kp, src + m * K, K);
-      finish_a_row(kt, dst + m * Kp, K, Kp);
+      finish_int8_row(dst + m * Kp, K, Kp, kt.a_u8);
     }
   });
   run_w8a8(kt, abuf, a_scale_in.contiguous(), w_packed, w_scale, bias, K, out);
@@ -131,7 +122,7 @@ Tensor w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::string_v
   Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
   uint8_t* dst = abuf.data_ptr<uint8_t>();
   quantize_rows(kt, x, reinterpret_cast<int8_t*>(dst), Kp, a_scale.data_ptr<float>(),
-                [&](int64_t m) { finish_a_row(kt, dst + m * Kp, K, Kp); }, prep);
+                [&](int64_t m) { finish_int8_row(dst + m * Kp, K, Kp, kt.a_u8); }, prep);
   run_w8a8(kt, abuf, a_scale, w_packed, w_scale, bias, K, out);
   return out;
 }

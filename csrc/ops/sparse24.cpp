@@ -97,17 +97,25 @@ Tensor s24_w8a8_linear_cpu(const Tensor& x_in, const Tensor& w_packed, std::stri
   if (M == 0) return out;
   const qk::Kernels& kt = active();
   const Tensor x = x_in.contiguous();
-  Tensor a8 = at::empty({M, K}, x.options().dtype(at::kChar));
-  Tensor a16 = at::empty({M, Kp}, x.options().dtype(at::kShort));
   Tensor a_scale = at::empty({M}, x.options().dtype(at::kFloat));
-  int8_t* q = a8.data_ptr<int8_t>();
-  int16_t* w16 = a16.data_ptr<int16_t>();
-  quantize_rows(kt, x, q, K, a_scale.data_ptr<float>(), [&](int64_t m) {  // widened to int16, padded
-    for (int64_t k = 0; k < K; ++k) w16[m * Kp + k] = q[m * K + k];
-    for (int64_t k = K; k < Kp; ++k) w16[m * Kp + k] = 0;
-  }, prep);
+  Tensor abuf;  // the kernel's activation rows [M, Kp]: u8 (a + 128) or int16
+  if (kt.s24_a_u8) {
+    abuf = at::empty({M, Kp}, x.options().dtype(at::kByte));
+    uint8_t* dst = abuf.data_ptr<uint8_t>();
+    quantize_rows(kt, x, reinterpret_cast<int8_t*>(dst), Kp, a_scale.data_ptr<float>(),
+                  [&](int64_t m) { finish_int8_row(dst + m * Kp, K, Kp, true); }, prep);
+  } else {
+    Tensor a8 = at::empty({M, K}, x.options().dtype(at::kChar));
+    abuf = at::empty({M, Kp}, x.options().dtype(at::kShort));
+    int8_t* q = a8.data_ptr<int8_t>();
+    int16_t* w16 = abuf.data_ptr<int16_t>();
+    quantize_rows(kt, x, q, K, a_scale.data_ptr<float>(), [&](int64_t m) {  // widened to int16, padded
+      for (int64_t k = 0; k < K; ++k) w16[m * Kp + k] = q[m * K + k];
+      for (int64_t k = K; k < Kp; ++k) w16[m * Kp + k] = 0;
+    }, prep);
+  }
   const Tensor ws = w_scale.contiguous();
-  qk::S24Args g{w16, Kp, a_scale.data_ptr<float>(), nullptr, K, N, false, ws.data_ptr<float>(), nullptr,
+  qk::S24Args g{abuf.data_ptr(), Kp, a_scale.data_ptr<float>(), nullptr, K, N, false, ws.data_ptr<float>(), nullptr,
                 nullptr, 0, false};
   run_panels(kt.gemm_s24_i8, g, w_packed, bias, out);
   return out;

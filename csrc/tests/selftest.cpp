@@ -106,8 +106,11 @@ void test_s24_i8(const qk::Kernels& kt, const char* path, int64_t M, int64_t K, 
   std::vector<int16_t> a(M * Kp, 0);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; ++k) a[m * Kp + k] = int16_t(rnd(-127, 127));
+  std::vector<uint8_t> a8(M * Kp);  // the u8 form (a + 128) for kernels that read it
+  for (int64_t i = 0; i < M * Kp; ++i) a8[i] = uint8_t(a[i] + 128);
   std::vector<float> as(M, 1.f), ws(N, 1.f), out(M * N);
-  qk::S24Args g{a.data(), Kp, as.data(), packed.data(), K, N, false, ws.data(), nullptr, out.data(), N, false};
+  qk::S24Args g{kt.s24_a_u8 ? static_cast<const void*>(a8.data()) : a.data(), Kp, as.data(), packed.data(), K, N,
+                false, ws.data(), nullptr, out.data(), N, false};
   kt.gemm_s24_i8(g, 0, M, 0, P);
   bool ok = true;
   for (int64_t m = 0; m < M; ++m)

@@ -7,7 +7,7 @@ or makes a packed tensor takes the layout tag too, so nothing infers a layout fr
     int8_w8a8_panels    cpu     int8   [ceil(N/64), round_up(K,4)*64+256] csrc/kernels/kernels.h
     int8_w8a16_panels   cpu     int8   [ceil(N/64), K*64]                 csrc/kernels/kernels.h
     int4_panels         cpu     uint8  [ceil(N/64), G*(32*gk+320)]        csrc/kernels/kernels.h
-    sparse24_panels     cpu     uint8  [ceil(N/64), ceil(K/32)*(256+1024*esize)]  csrc/kernels/kernels.h
+    sparse24_panels     cpu     uint8  [ceil(N/64), ceil(K/32)*(256+1024*esize) (+256 int8)]  csrc/kernels/kernels.h
     int8_rows           cuda    int8   [N, K]                             the plain int8 weight
     int4_blob           cuda    uint8  [int4_blob_parts(...).total]       int4_blob_parts below
     sparse24_blob       cuda    uint8  [sparse24_blob_parts(...).total]   sparse24_blob_parts below
