@@ -71,8 +71,9 @@ QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const u
 // The control of group gl: meta >> 2 gl (an immediate: the gl loop is unrolled) has i in bits 0-1
 // of each word; for gl < 5 an and clears the low byte's bit 7 (another group's bit), for gl >= 5
 // the shift has already zeroed it; an or of 0x8000 makes the high byte pick zero.
-// Zen 3, one thread, M = 1, K = 4096, N = 256 in L2 (2026-12-07): 1.19x over the int16 form
-// (control bytes 2i, 2i + 1 from a shift, an and, a byte-duplicating vpshufb and an add).
+// Zen 3, one thread, M = 1, K = 4096, N = 256 in L2 (2026-12-07, 5 alternating runs): 1.27x over
+// the int16 form (control bytes 2i, 2i + 1 from a shift, an and, a byte-duplicating vpshufb and an
+// add); docs/kernels.md has the rest.
 template <int MR, int NJ>
 QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
                                            int32_t acc[][kPanelN], int half) {
