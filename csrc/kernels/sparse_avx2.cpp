@@ -4,6 +4,7 @@
 
 #include "driver.h"
 #include "sparse.h"
+#include "ymm.h"
 
 namespace qk {
 namespace {
@@ -91,11 +92,7 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];
       QK_UNROLL
-      for (int r = 0; r < MR; ++r) {
-        using i32u = int32_t __attribute__((may_alias, aligned(1)));
-        const uint8_t* ag = a + r * lda + b * kS24BlockK + 4 * gl;
-        asm("vpbroadcastd %1, %0" : "=x"(aw[r]) : "m"(*reinterpret_cast<const i32u*>(ag)));
-      }
+      for (int r = 0; r < MR; ++r) aw[r] = bcast4(a + r * lda + b * kS24BlockK + 4 * gl);
       const uint8_t* vg = blk + 4 * kPanelN + gl * 4 * 32;
       QK_UNROLL
       for (int jj = 0; jj < NJ; ++jj) {

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "driver.h"
+#include "ymm.h"
 
 namespace qk {
 void quant_row_f32_avx2(const float* x, int64_t K, int8_t* q, float* scale);
@@ -13,15 +14,6 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
 void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);
 
 namespace {
-
-// The 4 bytes at p in every dword lane: one vpbroadcastd from memory (a load, no shuffle; GCC builds
-// _mm256_set1_epi32 of a loaded int through a general register and vmovd).
-inline __m256i bcast4(const int8_t* p) {
-  using i32u = int32_t __attribute__((may_alias, aligned(1)));
-  __m256i b;
-  asm("vpbroadcastd %1, %0" : "=x"(b) : "m"(*reinterpret_cast<const i32u*>(p)));
-  return b;
-}
 
 // A dot-product policy: dot(c, b, w) adds, per int32 lane, the 4 products of the lane's bytes of b
 // (activations, broadcast) and w (weights); kU8 says whether the activations are u8 (s8 + 128,
