@@ -319,6 +319,29 @@ def test_tile_rows_changes_no_result(isa):
                          lambda: [m(x[:n]) for m in mods for x in xs for n in (13, 23)])
 
 
+def test_stream_chunks_change_no_result(isa):
+    """tuning().stream_chunk_k / stream_max_rows (drive_streamed: the row tiles of a small task walk
+    K chunk by chunk and prefetch the next chunk) only change the order in which a task's tiles
+    visit K; each sum still runs over k in order: every output is bit-identical with streaming off,
+    with chunks that do and do not divide K, a chunk of one or two k4 steps, tasks of several
+    panels (the next panel's first chunk is prefetched), short last tiles, and row counts on both
+    sides of stream_max_rows; and exact against the reference contract."""
+    import qkernels
+    torch.manual_seed(0)
+    mods = []
+    for K in (36, 301, 600):
+        lin = torch.nn.Linear(K, 64 * 5 + 7)
+        mods += [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=8)]
+    xs = [(m, torch.randn(23, m.in_features)) for m in mods]
+    run = lambda: [m(x[:n]) for m, x in xs for n in (1, 2, 5, 13, 16, 17, 23)]  # noqa: E731
+    _bit_identical_under({}, [{"stream_chunk_k": 0, "stream_max_rows": 32}] +
+                         [{"stream_chunk_k": ck, "stream_max_rows": rows}
+                          for ck, rows in ((4, 32), (8, 32), (12, 16), (256, 32), (2048, 32), (64, 2), (64, 5))], run)
+    with qkernels.use_backend("reference"):
+        want = run()
+    assert all(torch.equal(a, b) for a, b in zip(run(), want))
+
+
 def test_f32_convert_min_rows_changes_no_result(isa):
     """tuning().f32_convert_min_rows picks, per task, between the fp32 weight-only kernels that
     convert weights in registers and those that convert a panel chunk once into an fp32 scratch

@@ -208,11 +208,12 @@ def test_tuning_overrides_from_the_environment():
                     "QKERNELS_TUNE_BF16_DOT_CHUNK_K": "257", "QKERNELS_TUNE_DECODE_PANELS": "3",
                     "QKERNELS_TUNE_TILE_ROWS": "2", "QKERNELS_TUNE_PREFETCH_DISTANCE": "1000",
                     "QKERNELS_TUNE_SPARSE_PREFETCH_DISTANCE": "99999999", "QKERNELS_TUNE_YMM_PREFETCH_DISTANCE": "100",
-                    "QKERNELS_TUNE_F32_CONVERT_MIN_ROWS": "0"})
+                    "QKERNELS_TUNE_F32_CONVERT_MIN_ROWS": "0", "QKERNELS_TUNE_STREAM_CHUNK_K": "4099",
+                    "QKERNELS_TUNE_STREAM_MAX_ROWS": "99"})
     assert info["tuning"] == {"bf16_dot_min_batch": 1, "bf16_dot_min_rows": 1, "bf16_dot_chunk_k": 256,
                               "decode_panels": 3, "tile_rows": 2, "prefetch_distance": 960,
                               "sparse_prefetch_distance": 1 << 20, "ymm_prefetch_distance": 64,
-                              "f32_convert_min_rows": 1}
+                              "f32_convert_min_rows": 1, "stream_chunk_k": 4096, "stream_max_rows": 32}
 
 
 def test_family_and_model_decoding():

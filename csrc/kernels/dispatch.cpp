@@ -55,7 +55,7 @@ int64_t tune_env(const char* name, int64_t fallback) {  // a plain decimal numbe
 }
 }  // namespace
 
-const TuningField kTuningFields[9] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_min_batch},
+const TuningField kTuningFields[11] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_min_batch},
                                       {"bf16_dot_min_rows", &Tuning::bf16_dot_min_rows},
                                       {"bf16_dot_chunk_k", &Tuning::bf16_dot_chunk_k},
                                       {"decode_panels", &Tuning::decode_panels},
@@ -63,7 +63,9 @@ const TuningField kTuningFields[9] = {{"bf16_dot_min_batch", &Tuning::bf16_dot_m
                                       {"prefetch_distance", &Tuning::prefetch_distance},
                                       {"sparse_prefetch_distance", &Tuning::sparse_prefetch_distance},
                                       {"ymm_prefetch_distance", &Tuning::ymm_prefetch_distance},
-                                      {"f32_convert_min_rows", &Tuning::f32_convert_min_rows}};
+                                      {"f32_convert_min_rows", &Tuning::f32_convert_min_rows},
+                                      {"stream_chunk_k", &Tuning::stream_chunk_k},
+                                      {"stream_max_rows", &Tuning::stream_max_rows}};
 
 namespace {
 int64_t valid_tuning(int64_t Tuning::*f, int64_t v) {  // each field's valid range
@@ -72,6 +74,8 @@ int64_t valid_tuning(int64_t Tuning::*f, int64_t v) {  // each field's valid ran
   if (f == &Tuning::prefetch_distance || f == &Tuning::sparse_prefetch_distance ||
       f == &Tuning::ymm_prefetch_distance)
     return std::clamp<int64_t>(v, 0, 1 << 20) / 64 * 64;  // whole cache lines, at most 1 MiB ahead
+  if (f == &Tuning::stream_chunk_k) return std::max<int64_t>(0, v) / 4 * 4;  // whole W8A8 k4 steps
+  if (f == &Tuning::stream_max_rows) return std::clamp<int64_t>(v, 0, kStreamRows);
   return std::max<int64_t>(0, v);
 }
 
@@ -119,6 +123,14 @@ Tuning& tuning_state() {
     // 0.88-0.91x, W4A16 1.12-1.30x; M = 8 1.0x / 1.08x; M = 16 0.93-1.16x / 1.26-1.28x; M = 32
     // 1.12x / 1.25x; M = 128 1.30x / 1.28x (4096 x 4096 and 4096 x 11008).
     r.f32_convert_min_rows = 8;
+    // Small batches on the 256-bit paths' W8A8 (drive_streamed in driver.h): K in chunks of 2048
+    // that all the task's row tiles pass over while the next is prefetched, for 2-16 rows. AMD Zen 3
+    // (family 25 model 1, avx2), 2 threads, the tile alone, K = 4096, N = 32768 from DRAM (134 MB),
+    // medians of 9 alternating runs against walking all of K per tile: M = 2 1.2x, M = 4 1.6x,
+    // M = 8 1.3-1.4x, M = 16 1.1-1.2x, M = 32 1.0x (hence 16 rows). Other hosts are not measured
+    // and get the same values.
+    r.stream_chunk_k = 2048;
+    r.stream_max_rows = 16;
     for (const TuningField& f : kTuningFields) {
       std::string var = "QKERNELS_TUNE_";
       for (const char* c = f.name; *c; ++c) var += char(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);

@@ -69,6 +69,68 @@ inline void drive(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w,
   }
 }
 
+// A software prefetch of `lines` consecutive 64-byte lines from p, spread evenly over a loop of
+// `steps` steps: each step() touches the lines due by then (none at all when lines is 0).
+struct SpreadPrefetch {
+  const char* p;
+  int64_t lines, steps, credit = 0;
+  SpreadPrefetch(const void* from, int64_t n, int64_t over)
+      : p(static_cast<const char*>(from)), lines(from ? n : 0), steps(std::max<int64_t>(over, 1)) {}
+  void step() {
+    for (credit += lines; credit >= steps; credit -= steps, p += 64) __builtin_prefetch(p, 0, 3);
+  }
+};
+
+// A share of a prefetch region: lines [part * n / parts, (part + 1) * n / parts) of the n lines at p.
+struct PrefetchShare {
+  const uint8_t* p;
+  int64_t lines;
+  PrefetchShare part(int64_t i, int64_t parts) const {
+    const int64_t b = lines * i / parts, e = lines * (i + 1) / parts;
+    return {p ? p + 64 * b : nullptr, e - b};
+  }
+};
+
+// Small batches whose weights come from memory. drive() walks all of K per row tile, so only the
+// first tile over a panel reads it from memory, with one tile's rows of work to hide that behind.
+// Here, for tasks of 2 .. tuning().stream_max_rows rows (at most kStreamRows), each panel's K goes
+// in chunks of `chunk` steps (a panel is `steps` steps of step_bytes, then any tail): every row
+// tile passes over a chunk, from L2 after the first pass, and each pass prefetches its share of the
+// next chunk (the next panel's first after a panel's last), so the stream from memory overlaps with
+// all the rows' work. uk(R, m, wp, acc, s0, s1, pf): steps [s0, s1) of rows m .. m + R - 1 into acc
+// (from zero at s0 = 0, else adding to it; whatever ends the sum at s1 = steps), touching the lines
+// of pf on the way. Other tasks (one row, more rows, chunk = 0 or >= steps) run drive() with one
+// chunk and no prefetch. The chunks change no sum's order, so no result depends on them.
+template <int MR, typename Acc, typename Ukernel, typename Epilogue>
+inline void drive_streamed(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w, int64_t panel_bytes,
+                           int64_t steps, int64_t step_bytes, int64_t chunk, Ukernel uk, Epilogue epi) {
+  const int64_t rows = m1 - m0;
+  if (chunk <= 0 || chunk >= steps || rows < 2 || rows > std::min(kStreamRows, tuning().stream_max_rows)) {
+    drive<MR, Acc>(m0, m1, p0, p1, w, panel_bytes, [&](auto R, int64_t m, const uint8_t* wp, Acc acc[][kPanelN]) {
+      uk(R, m, wp, acc, int64_t(0), steps, PrefetchShare{nullptr, 0});
+    }, epi);
+    return;
+  }
+  alignas(64) Acc acc[kStreamRows][kPanelN];
+  const int64_t height = tile_height(MR), tiles = (rows + height - 1) / height;
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* wp = static_cast<const uint8_t*>(w) + p * panel_bytes;
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+      const int64_t s1 = std::min(steps, s0 + chunk);
+      const int64_t n0 = s1 < steps ? s1 : 0;  // the next chunk's first step, in this panel or the next
+      const uint8_t* next = s1 < steps ? wp : p + 1 < p1 ? wp + panel_bytes : nullptr;
+      const PrefetchShare pf{next ? next + n0 * step_bytes : nullptr,
+                             next ? (std::min(steps, n0 + chunk) - n0) * step_bytes / 64 : 0};
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t m = m0 + t * height;
+        with_tile<MR>(int(std::min<int64_t>(height, m1 - m)),
+                      [&](auto R) { uk(R, m, wp, acc + (m - m0), s0, s1, pf.part(t, tiles)); });
+      }
+    }
+    for (int64_t m = m0; m < m1; ++m) epi(m, p, acc[m - m0]);
+  }
+}
+
 // Rows [m0, m1) in tiles of at most tile_height(MR): tile(R, m) with R a compile-time row count
 // (for kernels that run their own panel loop around the rows).
 template <int MR, typename Tile>

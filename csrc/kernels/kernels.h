@@ -219,6 +219,7 @@ struct ExtKernels {
 // Tuning choices of this process, made at run time from cpu_info() (never from the build machine);
 // QKERNELS_TUNE_<NAME> (e.g. QKERNELS_TUNE_BF16_DOT_MIN_ROWS=1) overrides one, for measuring, and
 // set_tuning changes one between calls (the bench's and an autotune's sweeps).
+constexpr int64_t kStreamRows = 32;  // the most rows drive_streamed (driver.h) holds sums for
 struct Tuning {
   int64_t bf16_dot_min_batch; // bf16 x: the bf16-dot kernels from this M on, the path's fp32 kernels
                               // below (1: every M, so a row's result never depends on its batch)
@@ -239,6 +240,10 @@ struct Tuning {
   int64_t f32_convert_min_rows;  // fp32 W8A16 / W4A16 on the 256-bit paths (avx2, avx_vnni): tasks of
                                  // this many rows convert weights into an fp32 scratch once per chunk
                                  // and run 6 x 16 FMA tiles over it; not part of any sum order
+  int64_t stream_chunk_k;   // 256-bit paths' W8A8 (drive_streamed): K per chunk that all row tiles of
+                            // a small task pass over while the next chunk is prefetched (0: off)
+  int64_t stream_max_rows;  // ... for tasks of 2 to this many rows (at most kStreamRows, 32); neither
+                            // is part of any sum order
 };
 const Tuning& tuning();
 // The fields by name (lower case, as in cpu_info()['tuning'] and QKERNELS_TUNE_<NAME>).
@@ -246,7 +251,7 @@ struct TuningField {
   const char* name;
   int64_t Tuning::*field;
 };
-extern const TuningField kTuningFields[9];
+extern const TuningField kTuningFields[11];
 // Sets one field (clamped to its valid range) and returns the value taken; nullopt for an unknown
 // name. Not while kernels run.
 std::optional<int64_t> set_tuning(const char* name, int64_t value);

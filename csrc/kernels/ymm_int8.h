@@ -29,17 +29,23 @@ namespace {
 // gemm_x8s8s32_mrxnj8_ymm: NJ ymm of [8 n x 4 k] per k4 step, from column 32 * half: MR = 2 rows x
 // half a panel (NJ = 4: 8 accumulators + 4 weight registers + broadcasts of the 16 ymm), or one row
 // x the whole panel (NJ = 8; decode: each weight line is read once, in order, where two half-panel
-// passes read every 256-byte k4 row twice, the second time from L2 at best).
+// passes read every 256-byte k4 row twice, the second time from L2 at best). k4 steps [k4b, k4e) of
+// K4 (drive_streamed's chunks): the sums start from zero at k4b = 0, else from acc, and the column
+// sums come off at k4e = K4; pf's lines are touched evenly over the steps.
 template <int MR, int NJ, typename Dot>
-QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4,
-                                    int32_t acc[][kPanelN], int half, Dot dot) {
+QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int8_t* wp, int64_t K4, int64_t k4b,
+                                        int64_t k4e, int32_t acc[][kPanelN], int half, Dot dot, PrefetchShare pf) {
   __m256i c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_si256();
+    for (int j = 0; j < NJ; ++j)
+      c[r][j] = k4b == 0 ? _mm256_setzero_si256()
+                         : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc[r] + half * 32 + 8 * j));
   const int8_t* wh = wp + half * 128;
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
+  SpreadPrefetch ahead(pf.p, pf.lines, k4e - k4b);
+  for (int64_t k4 = k4b; k4 < k4e; ++k4) {
+    ahead.step();
     const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
     __m256i wv[NJ];
     QK_UNROLL
@@ -56,21 +62,26 @@ QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + K4 * 256) + half * 32;
   QK_UNROLL
   for (int j = 0; j < NJ; ++j) {
-    const __m256i cs = Dot::kU8 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j))
-                                : _mm256_setzero_si256();
+    const __m256i cs = Dot::kU8 && k4e == K4
+                           ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * j))
+                           : _mm256_setzero_si256();
     QK_UNROLL
     for (int r = 0; r < MR; ++r)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * j), _mm256_sub_epi32(c[r][j], cs));
   }
 }
 
+// W8A8 over drive_streamed: steps are k4 rows of the panel (256 bytes), in chunks of
+// tuning().stream_chunk_k k; the half-panel passes of a tile split its prefetch share.
 template <typename Dot>
 inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
   const int64_t K4 = round_up(g.K, 4) / 4;
-  drive<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
-                                                                    int32_t acc[][kPanelN]) {
+  drive_streamed<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), K4, 256, tuning().stream_chunk_k / 4,
+                             [&](auto R, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN], int64_t s0, int64_t s1,
+                                 PrefetchShare pf) {
     ymm_column_blocks<R>([&](auto NJ, int half) {
-      gemm_x8s8s32_mrxnj8_ymm<R, NJ>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, acc, half, dot);
+      gemm_x8s8s32_mrxnj8_ymm<R, NJ>(g.a + m * g.lda, g.lda, reinterpret_cast<const int8_t*>(wp), K4, s0, s1, acc,
+                                     half, dot, pf.part(half, kPanelN / (8 * NJ)));
     });
   }, w8a8_epilogue(g));
 }
