@@ -322,16 +322,21 @@ def test_tile_rows_changes_no_result(isa):
 def test_stream_chunks_change_no_result(isa):
     """tuning().stream_chunk_k / stream_max_rows (drive_streamed: the row tiles of a small task walk
     K chunk by chunk and prefetch the next chunk) only change the order in which a task's tiles
-    visit K; each sum still runs over k in order: every output is bit-identical with streaming off,
-    with chunks that do and do not divide K, a chunk of one or two k4 steps, tasks of several
-    panels (the next panel's first chunk is prefetched), short last tiles, and row counts on both
-    sides of stream_max_rows; and exact against the reference contract."""
+    visit K; each sum still runs over k (W4A8: groups) in order: every W8A8 and W4A8 output is
+    bit-identical with streaming off, with chunks that do and do not divide K, a chunk of one or
+    two k4 steps, chunks of one W4 group (also when the chunk is shorter) and of several, tasks
+    of several panels (the next panel's first chunk is prefetched), short last tiles, and row
+    counts on both sides of stream_max_rows; and exact against the reference contract."""
     import qkernels
     torch.manual_seed(0)
     mods = []
     for K in (36, 301, 600):
         lin = torch.nn.Linear(K, 64 * 5 + 7)
-        mods += [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=8)]
+        mods += [qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=8),
+                 qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=None)]
+        if K % 8 == 0:  # groups of 8 and 32: chunks of one group and of several
+            mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=gs, symmetric=sym)
+                     for gs, sym in ((8, False), (32, True))]
     xs = [(m, torch.randn(23, m.in_features)) for m in mods]
     run = lambda: [m(x[:n]) for m, x in xs for n in (1, 2, 5, 13, 16, 17, 23)]  # noqa: E731
     _bit_identical_under({}, [{"stream_chunk_k": 0, "stream_max_rows": 32}] +

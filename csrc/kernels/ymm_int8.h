@@ -90,7 +90,9 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
 // panel (NJ = 4), or at M = 1 one row x the whole panel (NJ = 8: each weight line read once, in
 // order). One k8 step of a group (layout in kernels.h) is 8 ymm of [8 n x (k0|k4, k1|k5, k2|k6,
 // k3|k7)]; lo = v & 0x0f and hi = v >> 4 & 0x0f are u8 [8 n x 4 k] operands. Per group the
-// contract's step y += float(c - zz * asum) * scale goes to y in L1. Two forms of the k loop:
+// contract's step y += float(c - zz * asum) * scale goes to y in L1; groups [g0, g1) of G per call
+// (drive_streamed's chunks: y starts from zero at g0 = 0), pf_next's lines touched evenly over the
+// k8 steps. Two forms of the k loop:
 //   - per k8 step, dot(c, u8 w, s8 a) adds 4-k dot products to int32 lanes (at M = 1 dot.pair, both
 //     nibbles at once): 8 accumulators + v, lo, hi, mask, the rows' broadcasts. M = 1 on every
 //     policy, and MR = 2 where Dot::kChainSteps is 1 (vpdpbusd).
@@ -103,15 +105,18 @@ inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0,
 //     int32 sums in memory cost more than the multiplies save (about 0.9x), so it keeps dot.pair.
 template <int MR, int NJ, typename Dot>
 QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int32_t* asum, const uint8_t* wp,
-                                   int64_t G, int64_t gk, float y[][kPanelN], int half, Dot dot) {
+                                        int64_t G, int64_t g0, int64_t g1, int64_t gk, float y[][kPanelN], int half,
+                                        Dot dot, PrefetchShare pf_next) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   const int64_t pf = MR == 1 ? tuning().ymm_prefetch_distance : 0;
   alignas(32) int32_t cs[MR][8 * NJ];  // the group's int32 sums of the chain form
-  QK_UNROLL
-  for (int r = 0; r < MR; ++r)
+  if (g0 == 0)
     QK_UNROLL
-    for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
-  for (int64_t grp = 0; grp < G; ++grp) {
+    for (int r = 0; r < MR; ++r)
+      QK_UNROLL
+      for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + half * 32 + 8 * j, _mm256_setzero_ps());
+  SpreadPrefetch ahead(pf_next.p, pf_next.lines, (g1 - g0) * (gk / 8));
+  for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const int8_t* ag = a + grp * gk;
     __m256i c[MR][NJ];
@@ -129,6 +134,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
           QK_UNROLL
           for (int j = 0; j < NJ; ++j) p[r][j] = _mm256_setzero_si256();
         for (int64_t s = 0; s < ns; ++s) {
+          ahead.step();
           const __m256i* w = reinterpret_cast<const __m256i*>(blk + (k8 + s) * 256 + half * 128);
           __m256i blo[MR], bhi[MR];
           QK_UNROLL
@@ -153,6 +159,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
       for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
         const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
         if (pf) prefetch_lines(w, pf, 256);  // the k8 step pf bytes ahead (the W8A8 tile read as fast without)
+        ahead.step();
         __m256i blo[MR], bhi[MR];
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
@@ -197,13 +204,17 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
   }
 }
 
+// W4A8 over drive_streamed: steps are groups, chunks whole groups (stream_chunk_k / gk of them).
 template <typename Dot>
 inline void gemm_w4a8_ymm(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
-  drive<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
-                                                                      float y[][kPanelN]) {
+  drive_streamed<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), g.G, w4_group_bytes(g.gk),
+                           tuning().stream_chunk_k ? std::max<int64_t>(1, tuning().stream_chunk_k / g.gk) : 0,
+                           [&](auto R, int64_t m, const uint8_t* wp, float y[][kPanelN], int64_t s0, int64_t s1,
+                               PrefetchShare pf) {
     const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
     ymm_column_blocks<R>([&](auto NJ, int half) {
-      gemm_s8u4s32_mrxnj8_ymm<R, NJ>(a, g.lda, g.asum + m * g.G, wp, g.G, g.gk, y, half, dot);
+      gemm_s8u4s32_mrxnj8_ymm<R, NJ>(a, g.lda, g.asum + m * g.G, wp, g.G, s0, s1, g.gk, y, half, dot,
+                                     pf.part(half, kPanelN / (8 * NJ)));
     });
   }, w4_epilogue<true>(g));
 }
