@@ -10,22 +10,27 @@ namespace qk {
 namespace {
 
 // Both kernels take NJ ymm of 8 columns from column 32 * half (ymm_column_blocks in driver.h: one
-// row x the whole panel, or 2 rows x half of it). Column group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
+// row x the whole panel, or 2 rows x half of it), and blocks [b0, b1) of the panel per call
+// (drive_streamed's chunks: the sums start from zero at b0 = 0, else from acc; the int8 column sums
+// come off after the last block), touching pf's lines evenly over the blocks. Column group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
 // 16-column run j / 2 (second half of it when j is odd) of group gl's value area.
 
 // gemm_f32sp24f32_mrxnj8_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window
 // of 4 activations is broadcast to both 128-bit halves, so only the low 2 bits matter).
 template <int MR, int NJ, bool BF16>
-QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t nblk,
-                              float acc[][kPanelN], int half) {
+QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t b0, int64_t b1,
+                                            float acc[][kPanelN], int half, PrefetchShare pf) {
   constexpr int64_t esize = BF16 ? 2 : 4;
   __m256 c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < NJ; ++jj) c[r][jj] = _mm256_setzero_ps();
+    for (int jj = 0; jj < NJ; ++jj)
+      c[r][jj] = b0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[r] + half * 32 + 8 * jj);
   const __m256i hi16 = _mm256_set1_epi32(int(0xffff0000u));
-  for (int64_t b = 0; b < nblk; ++b) {
+  SpreadPrefetch ahead(pf.p, pf.lines, b1 - b0);
+  for (int64_t b = b0; b < b1; ++b) {
+    ahead.step();
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {  // unrolled: immediate shift counts
@@ -76,18 +81,22 @@ QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const u
 // the int16 form (control bytes 2i, 2i + 1 from a shift, an and, a byte-duplicating vpshufb and an
 // add); docs/kernels.md has the rest.
 template <int MR, int NJ>
-QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const uint8_t* wp, int64_t nblk,
-                                           int32_t acc[][kPanelN], int half) {
+QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const uint8_t* wp, int64_t nblk, int64_t b0,
+                                           int64_t b1, int32_t acc[][kPanelN], int half, PrefetchShare pf_next) {
   __m256i c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int jj = 0; jj < NJ; ++jj) c[r][jj] = _mm256_setzero_si256();
+    for (int jj = 0; jj < NJ; ++jj)
+      c[r][jj] = b0 == 0 ? _mm256_setzero_si256()
+                         : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc[r] + half * 32 + 8 * jj));
   const __m256i low = _mm256_set1_epi16(0x0003), zero_hi = _mm256_set1_epi16(int16_t(0x8000));
   const int64_t pf = MR == 1 ? tuning().sparse_prefetch_distance : 0;
-  for (int64_t b = 0; b < nblk; ++b) {
+  SpreadPrefetch ahead(pf_next.p, pf_next.lines, b1 - b0);
+  for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
     if (pf) prefetch_lines(blk, pf, s24_block_bytes(1));  // M = 1: the block pf bytes ahead
+    ahead.step();
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];
@@ -126,7 +135,8 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
   const int32_t* colsum = reinterpret_cast<const int32_t*>(wp + nblk * s24_block_bytes(1)) + half * 32;
   QK_UNROLL
   for (int jj = 0; jj < NJ; ++jj) {
-    const __m256i cs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * jj));
+    const __m256i cs = b1 == nblk ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + 8 * jj))
+                                  : _mm256_setzero_si256();
     QK_UNROLL
     for (int r = 0; r < MR; ++r)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc[r] + half * 32 + 8 * jj), _mm256_sub_epi32(c[r][jj], cs));
@@ -135,25 +145,33 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
 
 }  // namespace
 
+// Both over drive_streamed (driver.h): steps are 32-k blocks, stream_chunk_k k per chunk.
 void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
-  const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK, pb = s24_panel_bytes(g.K, g.values_bf16 ? 2 : 4);
-  drive<2, float>(m0, m1, p0, p1, g.w, pb, [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN]) {
+  const int64_t esize = g.values_bf16 ? 2 : 4, nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
+  drive_streamed<2, float>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, esize), nblk, s24_block_bytes(esize),
+                           tuning().stream_chunk_k / kS24BlockK,
+                           [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN], int64_t s0, int64_t s1,
+                               PrefetchShare pf) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
     ymm_column_blocks<R>([&](auto NJ, int half) {
+      const PrefetchShare mine = pf.part(half, kPanelN / (8 * NJ));
       if (g.values_bf16)
-        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, true>(x, g.lda, wp, nblk, acc, half);
+        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, true>(x, g.lda, wp, s0, s1, acc, half, mine);
       else
-        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, false>(x, g.lda, wp, nblk, acc, half);
+        gemm_f32sp24f32_mrxnj8_avx2<R, NJ, false>(x, g.lda, wp, s0, s1, acc, half, mine);
     });
   }, s24_epilogue<false>(g));
 }
 
 void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
-  drive<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), [&](auto R, int64_t m, const uint8_t* wp,
-                                                                      int32_t acc[][kPanelN]) {
+  drive_streamed<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), nblk, s24_block_bytes(1),
+                             tuning().stream_chunk_k / kS24BlockK,
+                             [&](auto R, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN], int64_t s0,
+                                 int64_t s1, PrefetchShare pf) {
     ymm_column_blocks<R>([&](auto NJ, int half) {
-      gemm_u8sp24s32_mrxnj8_avx2<R, NJ>(static_cast<const uint8_t*>(g.a) + m * g.lda, g.lda, wp, nblk, acc, half);
+      gemm_u8sp24s32_mrxnj8_avx2<R, NJ>(static_cast<const uint8_t*>(g.a) + m * g.lda, g.lda, wp, nblk, s0, s1, acc,
+                                        half, pf.part(half, kPanelN / (8 * NJ)));
     });
   }, s24_epilogue<true>(g));
 }
