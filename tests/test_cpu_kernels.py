@@ -322,9 +322,9 @@ def test_tile_rows_changes_no_result(isa):
 def test_stream_chunks_change_no_result(isa):
     """tuning().stream_chunk_k / stream_max_rows (drive_streamed: the row tiles of a small task walk
     K chunk by chunk and prefetch the next chunk) only change the order in which a task's tiles
-    visit K; each sum still runs over k (W4A8: groups) in order: every W8A8, W4A8 and 2:4 (fp32,
-    bf16 and int8 values) output is bit-identical with streaming off, with chunks that do and do
-    not divide K, chunks shorter than a 2:4 block (streaming off), a chunk of one or
+    visit K; each sum still runs over k (W4: groups) in order: every W8A8, W4A8, 2:4 (fp32, bf16
+    and int8 values) and fp32 W8A16 / W4A16 (direct tiles) output is bit-identical with streaming
+    off, with chunks that do and do not divide K, chunks of one 2:4 block, a chunk of one or
     two k4 steps, chunks of one W4 group (also when the chunk is shorter) and of several, tasks
     of several panels (the next panel's first chunk is prefetched), short last tiles, and row
     counts on both sides of stream_max_rows; and the integer kinds exact against the reference."""
@@ -339,13 +339,19 @@ def test_stream_chunks_change_no_result(isa):
             mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=8, group_size=gs, symmetric=sym)
                      for gs, sym in ((8, False), (32, True))]
         mods += [qkernels.SparseLinear.from_float(lin), qkernels.SparseLinear.from_float(lin, weight_bits=8),
-                 qkernels.SparseLinear.from_float(lin.bfloat16())]
+                 qkernels.SparseLinear.from_float(lin.bfloat16()),
+                 qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
+                 qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=None, symmetric=False)]
+        if K % 8 == 0:
+            mods += [qkernels.QuantLinear.from_float(lin, weight_bits=4, act_bits=None, group_size=8)]
     xs = [(m, torch.randn(23, m.in_features)) for m in mods]
     run = lambda: [m(x[:n]) for m, x in xs for n in (1, 2, 5, 13, 16, 17, 23)]  # noqa: E731
-    _bit_identical_under({}, [{"stream_chunk_k": 0, "stream_max_rows": 32}] +
+    # fp32 W8A16 / W4A16 through their direct tiles (streamed) at every row count
+    _bit_identical_under({"f32_convert_min_rows": 1 << 30}, [{"stream_chunk_k": 0, "stream_max_rows": 32}] +
                          [{"stream_chunk_k": ck, "stream_max_rows": rows}
                           for ck, rows in ((4, 32), (8, 32), (12, 16), (256, 32), (2048, 32), (64, 2), (64, 5))], run)
-    exact = [m for m in mods if isinstance(m, qkernels.QuantLinear) or m.weight_bits == 8]  # not 2:4 float
+    exact = [m for m in mods  # W8A8, W4A8, 2:4 int8
+             if getattr(m, "act_bits", None) == 8 or isinstance(m, qkernels.SparseLinear) and m.weight_bits == 8]
     run_exact = lambda: [m(x[:n]) for m, x in xs if m in exact for n in (2, 13, 23)]  # noqa: E731
     with qkernels.use_backend("reference"):  # the integer contracts: the reference's numbers exactly
         want = run_exact()

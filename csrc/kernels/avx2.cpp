@@ -215,15 +215,17 @@ static void convert_w4_f32(const uint8_t* blk, int64_t gk, int64_t k0, int64_t k
 // 64-byte panel row once. Per k: the panel row's bytes widen to NJ ymm fp32;
 // c[r][j] += broadcast(x[r][k]) * wj.
 template <int MR, int NJ>
-static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t K,
-                                             float acc[][kPanelN], int half) {
+static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, const int8_t* wp, int64_t k0, int64_t k1,
+                                                 float acc[][kPanelN], int half, PrefetchShare pf_next) {
   __m256 c[MR][NJ];
   QK_UNROLL
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
-    for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_setzero_ps();
+    for (int j = 0; j < NJ; ++j) c[r][j] = k0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[r] + half * 32 + 8 * j);
   const int64_t pf = MR == 1 ? tuning().ymm_prefetch_distance : 0;
-  for (int64_t k = 0; k < K; ++k) {
+  SpreadPrefetch ahead(pf_next.p, pf_next.lines, (k1 - k0 + 3) / 4);
+  for (int64_t k = k0; k < k1; ++k) {
+    if (((k - k0) & 3) == 0) ahead.step();  // per 4 k: a step is short here
     const int8_t* w = wp + k * kPanelN + half * 32;
     if constexpr (MR == 1) {
       if (pf) prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
@@ -269,11 +271,14 @@ void gemm_w8a16_avx2(const W8A16Args& g, int64_t m0, int64_t m1, int64_t p0, int
                      [](int64_t, int64_t) -> const float* { return nullptr; }, w8a16_epilogue(g));
     return;
   }
-  drive<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), [&](auto R, int64_t m, const uint8_t* wp,
-                                                                   float acc[][kPanelN]) {
+  // direct tiles (1 to f32_convert_min_rows - 1 rows) over drive_streamed: steps are k (64 bytes)
+  drive_streamed<2, float>(m0, m1, p0, p1, g.w, w8a16_panel_bytes(g.K), g.K, kPanelN, stream_chunk_steps(1),
+                           [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN], int64_t s0, int64_t s1,
+                               PrefetchShare pf) {
     const float* x = static_cast<const float*>(g.x) + m * g.ldx;
     ymm_column_blocks<R>([&](auto NJ, int half) {
-      gemm_f32s8f32_mrxnj8_avx2<R, NJ>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), g.K, acc, half);
+      gemm_f32s8f32_mrxnj8_avx2<R, NJ>(x, g.ldx, reinterpret_cast<const int8_t*>(wp), s0, s1, acc, half,
+                                       pf.part(half, kPanelN / (8 * NJ)));
     });
   }, w8a16_epilogue(g));
 }
@@ -336,14 +341,16 @@ static void gemm_w4a8_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, 
 // instructions per 8 weights) is shared by the MR rows of the tile: 3-4 rows x 16 columns from 3
 // rows on, 2 rows x 32 columns, one row x 64 (at most 8 accumulators: 16 ymm in all).
 template <int MR, int NJ>
-static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t G, int64_t gk,
-                                      float y[][kPanelN], int col0) {
+static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, const uint8_t* wp, int64_t g0, int64_t g1,
+                                                 int64_t gk, float y[][kPanelN], int col0, PrefetchShare pf_next) {
   const __m256i m4 = _mm256_set1_epi32(0x0f);
-  QK_UNROLL
-  for (int r = 0; r < MR; ++r)
+  if (g0 == 0)
     QK_UNROLL
-    for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + col0 + 8 * j, _mm256_setzero_ps());
-  for (int64_t grp = 0; grp < G; ++grp) {
+    for (int r = 0; r < MR; ++r)
+      QK_UNROLL
+      for (int j = 0; j < NJ; ++j) _mm256_storeu_ps(y[r] + col0 + 8 * j, _mm256_setzero_ps());
+  SpreadPrefetch ahead(pf_next.p, pf_next.lines, (g1 - g0) * (gk / 8));
+  for (int64_t grp = g0; grp < g1; ++grp) {
     const uint8_t* blk = wp + grp * w4_group_bytes(gk);
     const float* xg = x + grp * gk;
     const uint8_t* zzp = blk + 32 * gk + 4 * kPanelN + col0;
@@ -358,6 +365,7 @@ static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, co
       _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      ahead.step();
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + col0 * 4);
 #pragma GCC unroll 8
       for (int kk = 0; kk < 8; ++kk) {
@@ -404,15 +412,16 @@ void gemm_w4a16_avx2(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_
                      w4_epilogue<false>(g));
     return;
   }
-  drive<4, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), [&](auto R, int64_t m, const uint8_t* wp,
-                                                                      float y[][kPanelN]) {
+  // direct tiles (1 to f32_convert_min_rows - 1 rows) over drive_streamed: steps are groups
+  drive_streamed<4, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), g.G, w4_group_bytes(g.gk),
+                           stream_chunk_steps(g.gk),
+                           [&](auto R, int64_t m, const uint8_t* wp, float y[][kPanelN], int64_t s0, int64_t s1,
+                               PrefetchShare pf) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
-    if constexpr (decltype(R)::value >= 3)
-      for (int col0 = 0; col0 < kPanelN; col0 += 16) gemm_f32u4f32_mrxnj8_avx2<R, 2>(x, g.lda, wp, g.G, g.gk, y, col0);
-    else if constexpr (decltype(R)::value == 2)
-      for (int col0 = 0; col0 < kPanelN; col0 += 32) gemm_f32u4f32_mrxnj8_avx2<R, 4>(x, g.lda, wp, g.G, g.gk, y, col0);
-    else  // M = 1: the whole panel in one pass, each weight line read once
-      gemm_f32u4f32_mrxnj8_avx2<1, 8>(x, g.lda, wp, g.G, g.gk, y, 0);
+    // 16 columns per pass from 3 rows, 32 at 2; M = 1: the whole panel in one pass, each line read once
+    constexpr int NJ = decltype(R)::value >= 3 ? 2 : decltype(R)::value == 2 ? 4 : 8, passes = kPanelN / (8 * NJ);
+    for (int i = 0; i < passes; ++i)
+      gemm_f32u4f32_mrxnj8_avx2<R, NJ>(x, g.lda, wp, s0, s1, g.gk, y, 8 * NJ * i, pf.part(i, passes));
   }, w4_epilogue<false>(g));
 }
 

@@ -91,6 +91,12 @@ struct PrefetchShare {
   }
 };
 
+// tuning().stream_chunk_k in steps of k_per_step k each (at least one step; 0: streaming off).
+inline int64_t stream_chunk_steps(int64_t k_per_step) {
+  const int64_t k = tuning().stream_chunk_k;
+  return k ? std::max<int64_t>(1, k / k_per_step) : 0;
+}
+
 // Small batches whose weights come from memory. drive() walks all of K per row tile, so only the
 // first tile over a panel reads it from memory, with one tile's rows of work to hide that behind.
 // Here, for tasks of 2 .. tuning().stream_max_rows rows (at most kStreamRows), each panel's K goes

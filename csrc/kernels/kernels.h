@@ -240,8 +240,9 @@ struct Tuning {
   int64_t f32_convert_min_rows;  // fp32 W8A16 / W4A16 on the 256-bit paths (avx2, avx_vnni): tasks of
                                  // this many rows convert weights into an fp32 scratch once per chunk
                                  // and run 6 x 16 FMA tiles over it; not part of any sum order
-  int64_t stream_chunk_k;   // 256-bit paths' W8A8, W4A8, 2:4 (drive_streamed): K per chunk (W4: whole
-                            // groups, at least one) that all row tiles of a small task pass over
+  int64_t stream_chunk_k;   // 256-bit paths' W8A8, W4A8, 2:4, direct fp32 W8A16 / W4A16
+                            // (drive_streamed): K per chunk (whole steps: k4, W4 groups, 2:4
+                            // blocks; at least one) that all row tiles of a small task pass over
                             // while the next chunk is prefetched (0: off)
   int64_t stream_max_rows;  // ... for tasks of 2 to this many rows (at most kStreamRows, 32); neither
                             // is part of any sum order

@@ -149,7 +149,7 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
 void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t esize = g.values_bf16 ? 2 : 4, nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
   drive_streamed<2, float>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, esize), nblk, s24_block_bytes(esize),
-                           tuning().stream_chunk_k / kS24BlockK,
+                           stream_chunk_steps(kS24BlockK),
                            [&](auto R, int64_t m, const uint8_t* wp, float acc[][kPanelN], int64_t s0, int64_t s1,
                                PrefetchShare pf) {
     const float* x = static_cast<const float*>(g.a) + m * g.lda;
@@ -166,7 +166,7 @@ void gemm_s24_float_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, i
 void gemm_s24_i8_avx2(const S24Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t nblk = round_up(g.K, kS24BlockK) / kS24BlockK;
   drive_streamed<2, int32_t>(m0, m1, p0, p1, g.w, s24_panel_bytes(g.K, 1), nblk, s24_block_bytes(1),
-                             tuning().stream_chunk_k / kS24BlockK,
+                             stream_chunk_steps(kS24BlockK),
                              [&](auto R, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN], int64_t s0,
                                  int64_t s1, PrefetchShare pf) {
     ymm_column_blocks<R>([&](auto NJ, int half) {

@@ -76,7 +76,7 @@ QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int
 template <typename Dot>
 inline void gemm_w8a8_ymm(const W8A8Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
   const int64_t K4 = round_up(g.K, 4) / 4;
-  drive_streamed<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), K4, 256, tuning().stream_chunk_k / 4,
+  drive_streamed<2, int32_t>(m0, m1, p0, p1, g.w, w8a8_panel_bytes(g.K), K4, 256, stream_chunk_steps(4),
                              [&](auto R, int64_t m, const uint8_t* wp, int32_t acc[][kPanelN], int64_t s0, int64_t s1,
                                  PrefetchShare pf) {
     ymm_column_blocks<R>([&](auto NJ, int half) {
@@ -208,7 +208,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
 template <typename Dot>
 inline void gemm_w4a8_ymm(const W4Args& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, Dot dot) {
   drive_streamed<2, float>(m0, m1, p0, p1, g.w, w4_panel_bytes(g.G, g.gk), g.G, w4_group_bytes(g.gk),
-                           tuning().stream_chunk_k ? std::max<int64_t>(1, tuning().stream_chunk_k / g.gk) : 0,
+                           stream_chunk_steps(g.gk),
                            [&](auto R, int64_t m, const uint8_t* wp, float y[][kPanelN], int64_t s0, int64_t s1,
                                PrefetchShare pf) {
     const int8_t* a = static_cast<const int8_t*>(g.a) + m * g.lda;
