@@ -225,7 +225,8 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
   const int64_t pf = MR == 1 ? tuning().ymm_prefetch_distance : 0;
   SpreadPrefetch ahead(pf_next.p, pf_next.lines, (k1 - k0 + 3) / 4);
   for (int64_t k = k0; k < k1; ++k) {
-    if (((k - k0) & 3) == 0) ahead.step();  // per 4 k: a step is short here
+    if constexpr (MR > 1)
+      if (((k - k0) & 3) == 0) ahead.step();  // per 4 k: a step is short here
     const int8_t* w = wp + k * kPanelN + half * 32;
     if constexpr (MR == 1) {
       if (pf) prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
@@ -365,7 +366,7 @@ static QK_UKERNEL void gemm_f32u4f32_mrxnj8_avx2(const float* x, int64_t ldx, co
       _mm256_store_si256(reinterpret_cast<__m256i*>(zz + 8 * j),
                          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(zzp + 8 * j))));
     for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-      ahead.step();
+      if constexpr (MR > 1) ahead.step();
       const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + col0 * 4);
 #pragma GCC unroll 8
       for (int kk = 0; kk < 8; ++kk) {

@@ -81,11 +81,13 @@ struct SpreadPrefetch {
   }
 };
 
-// A share of a prefetch region: lines [part * n / parts, (part + 1) * n / parts) of the n lines at p.
+// A share of a prefetch region: lines [i * n / parts, (i + 1) * n / parts) of the n lines at p
+// (none for i >= parts).
 struct PrefetchShare {
   const uint8_t* p;
   int64_t lines;
   PrefetchShare part(int64_t i, int64_t parts) const {
+    if (i >= parts) return {nullptr, 0};
     const int64_t b = lines * i / parts, e = lines * (i + 1) / parts;
     return {p ? p + 64 * b : nullptr, e - b};
   }
@@ -105,8 +107,9 @@ inline int64_t stream_chunk_steps(int64_t k_per_step) {
 // next chunk (the next panel's first after a panel's last), so the stream from memory overlaps with
 // all the rows' work. uk(R, m, wp, acc, s0, s1, pf): steps [s0, s1) of rows m .. m + R - 1 into acc
 // (from zero at s0 = 0, else adding to it; whatever ends the sum at s1 = steps), touching the lines
-// of pf on the way. Other tasks (one row, more rows, chunk = 0 or >= steps) run drive() with one
-// chunk and no prefetch. The chunks change no sum's order, so no result depends on them.
+// of pf on the way (the tiles of 2 or more rows share the prefetch: one-row tiles, M = 1's and a
+// task's short last, keep the M = 1 code as it was). Other tasks (one row, more rows, chunk = 0 or
+// >= steps) run drive() with one chunk and no prefetch. The chunks change no sum's order, so no result depends on them.
 template <int MR, typename Acc, typename Ukernel, typename Epilogue>
 inline void drive_streamed(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w, int64_t panel_bytes,
                            int64_t steps, int64_t step_bytes, int64_t chunk, Ukernel uk, Epilogue epi) {
@@ -119,6 +122,7 @@ inline void drive_streamed(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const
   }
   alignas(64) Acc acc[kStreamRows][kPanelN];
   const int64_t height = tile_height(MR), tiles = (rows + height - 1) / height;
+  const int64_t sharing = height == 1 ? 0 : tiles - (rows % height == 1);  // the tiles of 2+ rows
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* wp = static_cast<const uint8_t*>(w) + p * panel_bytes;
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
@@ -130,7 +134,7 @@ inline void drive_streamed(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t m = m0 + t * height;
         with_tile<MR>(int(std::min<int64_t>(height, m1 - m)),
-                      [&](auto R) { uk(R, m, wp, acc + (m - m0), s0, s1, pf.part(t, tiles)); });
+                      [&](auto R) { uk(R, m, wp, acc + (m - m0), s0, s1, pf.part(t, sharing)); });
       }
     }
     for (int64_t m = m0; m < m1; ++m) epi(m, p, acc[m - m0]);

@@ -30,7 +30,7 @@ QK_UKERNEL void gemm_f32sp24f32_mrxnj8_avx2(const float* x, int64_t ldx, const u
   const __m256i hi16 = _mm256_set1_epi32(int(0xffff0000u));
   SpreadPrefetch ahead(pf.p, pf.lines, b1 - b0);
   for (int64_t b = b0; b < b1; ++b) {
-    ahead.step();
+    if constexpr (MR > 1) ahead.step();
     const uint8_t* blk = wp + b * s24_block_bytes(esize);
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {  // unrolled: immediate shift counts
@@ -96,7 +96,7 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
     if (pf) prefetch_lines(blk, pf, s24_block_bytes(1));  // M = 1: the block pf bytes ahead
-    ahead.step();
+    if constexpr (MR > 1) ahead.step();
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {
       __m256i aw[MR];

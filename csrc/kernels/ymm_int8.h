@@ -45,7 +45,7 @@ QK_UKERNEL void gemm_x8s8s32_mrxnj8_ymm(const uint8_t* a, int64_t lda, const int
   const int8_t* wh = wp + half * 128;
   SpreadPrefetch ahead(pf.p, pf.lines, k4e - k4b);
   for (int64_t k4 = k4b; k4 < k4e; ++k4) {
-    ahead.step();
+    if constexpr (MR > 1) ahead.step();
     const __m256i* wk = reinterpret_cast<const __m256i*>(wh + k4 * 256);
     __m256i wv[NJ];
     QK_UNROLL
@@ -159,7 +159,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
       for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
         const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
         if (pf) prefetch_lines(w, pf, 256);  // the k8 step pf bytes ahead (the W8A8 tile read as fast without)
-        ahead.step();
+        if constexpr (MR > 1) ahead.step();
         __m256i blo[MR], bhi[MR];
         QK_UNROLL
         for (int r = 0; r < MR; ++r) {
