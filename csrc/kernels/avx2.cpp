@@ -222,13 +222,10 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
   for (int r = 0; r < MR; ++r)
     QK_UNROLL
     for (int j = 0; j < NJ; ++j) c[r][j] = k0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[r] + half * 32 + 8 * j);
-  const int64_t pf = MR == 1 ? tuning().ymm_prefetch_distance : 0;
-  SpreadPrefetch ahead(pf_next.p, pf_next.lines, (k1 - k0 + 3) / 4);
-  for (int64_t k = k0; k < k1; ++k) {
-    if constexpr (MR > 1)
-      if (((k - k0) & 3) == 0) ahead.step();  // per 4 k: a step is short here
-    const int8_t* w = wp + k * kPanelN + half * 32;
-    if constexpr (MR == 1) {
+  if constexpr (MR == 1) {
+    const int64_t pf = tuning().ymm_prefetch_distance;
+    for (int64_t k = k0; k < k1; ++k) {
+      const int8_t* w = wp + k * kPanelN + half * 32;
       if (pf) prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
       // One asm block per column block: as intrinsics GCC 12 loaded all 8 weight vectors first,
       // ran out of registers and kept one accumulator on the stack, so every k waited on a store
@@ -244,7 +241,10 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
             : [c] "+x"(c[0][j]), [t] "=&x"(t)
             : [w] "m"(*reinterpret_cast<const i64u*>(w + 8 * j)), [b] "x"(b));
       }
-    } else {
+    }
+  } else {
+    const auto at = [&](int64_t k) __attribute__((always_inline)) {
+      const int8_t* w = wp + k * kPanelN + half * 32;
       __m256 wv[NJ];
       QK_UNROLL
       for (int j = 0; j < NJ; ++j)
@@ -256,7 +256,17 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
         QK_UNROLL
         for (int j = 0; j < NJ; ++j) c[r][j] = _mm256_fmadd_ps(b, wv[j], c[r][j]);
       }
+    };
+    // one prefetch step per 4 k (a k is one 64-byte line of the panel here), the loop unrolled so
+    // that no k tests whether a step is due
+    SpreadPrefetch ahead(pf_next.p, pf_next.lines, (k1 - k0) / 4);
+    int64_t k = k0;
+    for (; k + 4 <= k1; k += 4) {
+      ahead.step();
+      QK_UNROLL
+      for (int kk = 0; kk < 4; ++kk) at(k + kk);
     }
+    for (; k < k1; ++k) at(k);
   }
   QK_UNROLL
   for (int r = 0; r < MR; ++r)

@@ -76,8 +76,14 @@ struct SpreadPrefetch {
   int64_t lines, steps, credit = 0;
   SpreadPrefetch(const void* from, int64_t n, int64_t over)
       : p(static_cast<const char*>(from)), lines(from ? n : 0), steps(std::max<int64_t>(over, 1)) {}
-  void step() {
-    for (credit += lines; credit >= steps; credit -= steps, p += 64) __builtin_prefetch(p, 0, 3);
+  void step() {  // a line is due on few steps (none without lines): that path goes out of the loop
+    credit += lines;
+    if (__builtin_expect(credit >= steps, 0))
+      do {
+        __builtin_prefetch(p, 0, 3);
+        p += 64;
+        credit -= steps;
+      } while (credit >= steps);
   }
 };
 
