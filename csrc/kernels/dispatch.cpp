@@ -124,13 +124,13 @@ Tuning& tuning_state() {
     // 1.12x / 1.25x; M = 128 1.30x / 1.28x (4096 x 4096 and 4096 x 11008).
     r.f32_convert_min_rows = 8;
     // Small batches on the 256-bit paths' W8A8, W4A8, 2:4 and direct fp32 W8A16 / W4A16 tiles
-    // (drive_streamed in driver.h): K in chunks of 2048
-    // that all the task's row tiles pass over while the next is prefetched, for 2-16 rows. AMD Zen 3
-    // (family 25 model 1, avx2), 2 threads, the tile alone, K = 4096, N = 32768 from DRAM (134 MB),
-    // medians of 9 alternating runs against walking all of K per tile: M = 2 1.2x, M = 4 1.6x,
-    // M = 8 1.3-1.4x, M = 16 1.1-1.2x, M = 32 1.0x (hence 16 rows); through the modules W8A8,
-    // W4A8 g128, 2:4 and the direct W8A16 / W4A16 tiles gain 1.0-1.95x at M = 2-16 (docs/kernels.md). Other hosts are not measured
-    // and get the same values.
+    // (drive_streamed in driver.h): K in chunks of 2048 that all the task's row tiles pass over
+    // while the next is prefetched, for 2-16 rows. AMD Zen 3 (family 25 model 1, avx2), 2 threads,
+    // the W8A8 tile alone, K = 4096, N = 32768 from DRAM (134 MB), medians of 9 alternating runs
+    // against walking all of K per tile: M = 2 1.2x, M = 4 1.6x, M = 8 1.3-1.4x, M = 16 1.1-1.2x,
+    // M = 32 1.0x (hence 16 rows); through the modules the streamed kinds gain up to 1.95x at
+    // M = 2-16 (docs/kernels.md). The AVX-512 paths do not stream; other hosts running the 256-bit
+    // paths are not measured and get the same values.
     r.stream_chunk_k = 2048;
     r.stream_max_rows = 16;
     for (const TuningField& f : kTuningFields) {

@@ -76,7 +76,9 @@ struct SpreadPrefetch {
   int64_t lines, steps, credit = 0;
   SpreadPrefetch(const void* from, int64_t n, int64_t over)
       : p(static_cast<const char*>(from)), lines(from ? n : 0), steps(std::max<int64_t>(over, 1)) {}
-  void step() {  // a line is due on few steps (none without lines): that path goes out of the loop
+  // The prefetching path is marked unlikely, so it goes out of the caller's loop: without lines
+  // (unstreamed calls) the loop keeps one untaken branch (a taken one cost W8A8 prefill 8-11%).
+  void step() {
     credit += lines;
     if (__builtin_expect(credit >= steps, 0))
       do {
@@ -115,7 +117,8 @@ inline int64_t stream_chunk_steps(int64_t k_per_step) {
 // (from zero at s0 = 0, else adding to it; whatever ends the sum at s1 = steps), touching the lines
 // of pf on the way (the tiles of 2 or more rows share the prefetch: one-row tiles, M = 1's and a
 // task's short last, keep the M = 1 code as it was). Other tasks (one row, more rows, chunk = 0 or
-// >= steps) run drive() with one chunk and no prefetch. The chunks change no sum's order, so no result depends on them.
+// >= steps) run drive() with one chunk and no prefetch. The chunks change no sum's order, so no
+// result depends on them.
 template <int MR, typename Acc, typename Ukernel, typename Epilogue>
 inline void drive_streamed(int64_t m0, int64_t m1, int64_t p0, int64_t p1, const void* w, int64_t panel_bytes,
                            int64_t steps, int64_t step_bytes, int64_t chunk, Ukernel uk, Epilogue epi) {

@@ -12,7 +12,8 @@ namespace {
 // Both kernels take NJ ymm of 8 columns from column 32 * half (ymm_column_blocks in driver.h: one
 // row x the whole panel, or 2 rows x half of it), and blocks [b0, b1) of the panel per call
 // (drive_streamed's chunks: the sums start from zero at b0 = 0, else from acc; the int8 column sums
-// come off after the last block), touching pf's lines evenly over the blocks. Column group j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
+// come off after the last block), touching pf's lines evenly over the blocks. Column group
+// j = 4 * half + jj: its 2-bit indices are the 32 bytes at 32 * j of the block, its values the
 // 16-column run j / 2 (second half of it when j is odd) of group gl's value area.
 
 // gemm_f32sp24f32_mrxnj8_avx2: as the AVX-512 kernel with vpermps ymm (low 3 index bits; the window
