@@ -1,5 +1,6 @@
 // Standalone single-thread timing of the torch-free kernels (no Python, no ATen): GOP/s per ISA of
-// W8A8 and W4A8 (g128) on the same M x K x N, best of 9 calls each (weights hot in cache when they fit).
+// W8A8, W4A8 (g128) and 2:4 int8 on the same M x K x N, best of 9 calls each (weights hot in cache when
+// they fit), with each one's weight read rate (the M = 1 kernels' ceiling from cache on one core).
 // Build: cmake -S . -B build/cpp -G Ninja && cmake --build build/cpp --target qk_ukernel_bench
 // Usage: qk_ukernel_bench [M K N]
 #include <chrono>
@@ -29,7 +30,10 @@ int main(int argc, char** argv) {
     const qk::Kernels& kt = qk::kernels(isa);
     const double t8 = best_of([&] { kt.gemm_w8a8(b.w8a8, 0, M, 0, b.P); });
     const double t4 = best_of([&] { kt.gemm_w4a8(b.w4a8, 0, M, 0, b.P); });
-    printf("%-12s M=%ld K=%ld N=%ld  W8A8 %.4f ms %.1f GOP/s  W4A8 g128 %.4f ms %.1f GOP/s (1 thread)\n",
-           qk::isa_name(isa), M, K, N, t8 * 1e3, ops / t8 / 1e9, t4 * 1e3, ops / t4 / 1e9);
+    const double ts = best_of([&] { kt.gemm_s24_i8(b.s24i8, 0, M, 0, b.P); });
+    printf("%-12s M=%ld K=%ld N=%ld (1 thread)  W8A8 %.4f ms %.1f GOP/s %.1f GB/s  W4A8 g128 %.4f ms %.1f GOP/s "
+           "%.1f GB/s  2:4 int8 %.4f ms %.1f GOP/s %.1f GB/s\n",
+           qk::isa_name(isa), M, K, N, t8 * 1e3, ops / t8 / 1e9, b.p8.size() / t8 / 1e9, t4 * 1e3, ops / t4 / 1e9,
+           b.p4.size() / t4 / 1e9, ts * 1e3, ops / ts / 1e9, b.ps24.size() / ts / 1e9);
   }
 }

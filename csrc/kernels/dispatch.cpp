@@ -92,13 +92,17 @@ Tuning& tuning_state() {
     r.bf16_dot_min_rows = 16;
     r.bf16_dot_chunk_k = 1024;
     // Decode panels in lockstep: each kernel's own width (4-8 streams per core) where it was tuned,
-    // Intel Sapphire Rapids and AMD Zen 4 (there 4-8 streams read DRAM faster than one). On AMD
-    // Zen 5 (family 26) one stream per core reads fastest: 2 threads, M = 1 from DRAM, 4096 x
-    // 4096 / 11008, one panel vs the kernels' own widths, W4A8 39 / 40 vs 31 / 30 GB/s, W4A16 48 /
-    // 43 vs 42 / 38, 2:4 int8 38 / 39 vs 35 / 29, 2:4 f32 40 / 61 vs 33 / 55 (2 panels within 10% of
-    // one, 4 between).
+    // Intel Sapphire Rapids (there 4-8 streams read DRAM faster than one). On AMD Zen 5 (family 26)
+    // and Zen 4 (family 25 with AVX-512; Zen 3, family 25 without it, runs no lockstep kernel) one
+    // stream per core reads fastest. 2 threads, M = 1 from DRAM, 4096 x 4096 / 11008, one panel vs
+    // the kernels' own widths: Zen 5, W4A8 39 / 40 vs 31 / 30 GB/s, W4A16 48 / 43 vs 42 / 38, 2:4
+    // int8 38 / 39 vs 35 / 29, 2:4 f32 40 / 61 vs 33 / 55 (2 panels within 10% of one, 4 between);
+    // Zen 4 (bench/tune.py, 7 rounds), W4A8 1.21x / 1.23x, W4A16 1.13x / 1.23x, W4A16 on bf16 x
+    // 1.13x / 1.21x, 2:4 int8 1.09x / 1.24x, 2:4 f32 1.08x / 1.04x (2 and 4 panels 0.92-1.13x).
     const CpuInfo& cpu = cpu_info();
-    r.decode_panels = cpu.vendor == "AuthenticAMD" && cpu.family >= 26 ? 1 : 0;
+    const bool amd_avx512 = cpu.vendor == "AuthenticAMD" &&
+                            (cpu.family >= 26 || (cpu.family == 25 && (cpu.features >> int(Feature::avx512f) & 1)));
+    r.decode_panels = amd_avx512 ? 1 : 0;
     // Software prefetch distance in each panel stream (M = 1 from DRAM; prefill reads hot panels, for
     // which it changes nothing measurable). Sapphire Rapids: 4 KiB best for the int8 kernels (1-2
     // KiB left W8A16 ~30% slower); W4A8 alike at 2-8 KiB, ~10% slower at 1 KiB and with none. The 2:4
