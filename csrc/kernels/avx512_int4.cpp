@@ -216,10 +216,11 @@ inline void gemm_f32u4f32_mrxnp64_avx512(const float* x, int64_t ldx, const uint
 }
 
 // Decode (one row): NP panels in lockstep, one k8 step (256 bytes) of each in turn, so NP
-// sequential weight streams are in flight at once. On this project's VM one stream per core reads
-// DRAM at ~17 GB/s (2 cores) and 4-8 streams at ~25 GB/s; measured with 2, 4 and 8 panels and
-// prefetch distances 0-8 KiB, 8 panels with 4 KiB reads ~23 GB/s vs ~16 GB/s for one panel at a
-// time. NP x 4 int32 accumulators (NP <= 8 -> 32 zmm, the 3 temporaries reuse them as it goes).
+// sequential weight streams are in flight at once. On the Sapphire Rapids VM one stream per core
+// read DRAM at ~17 GB/s (2 cores) and 4-8 streams at ~25 GB/s; measured with 2, 4 and 8 panels and
+// prefetch distances 0-8 KiB, 8 panels with 4 KiB read ~23 GB/s vs ~16 GB/s for one panel at a
+// time. AMD Zen 4 / Zen 5 read faster with one (tuning().decode_panels, dispatch.cpp). NP x 4 int32
+// accumulators (NP <= 8 -> 32 zmm, the 3 temporaries reuse them as it goes).
 template <int NP>
 QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* asum, const uint8_t* wp, int64_t pb,
                             int64_t G, int64_t gk, float y[][kPanelN]) {
