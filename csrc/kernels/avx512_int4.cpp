@@ -237,48 +237,42 @@ QK_UKERNEL void gemm_s8u4s32_1xnp64_avx512vnni(const int8_t* a, const int32_t* a
     for (int q = 0; q < NP; ++q)
       QK_UNROLL
       for (int j = 0; j < 4; ++j) c[q][j] = _mm512_setzero_si512();
-    if constexpr (NP <= 2) {
-      // Narrow (decode_panels 1-2): too few sums for two dependent vpdpbusd per step each, so the
-      // high nibbles go to their own sums (exact int32: any order), added at the group's end; the
-      // two activation quads are register broadcasts.
-      __m512i h[NP][4];
+    // Narrow (decode_panels 1-2): too few sums for two dependent vpdpbusd per step each, so the high
+    // nibbles go to sums of their own (exact int32: any order), added at the group's end, and the
+    // two activation quads are register broadcasts.
+    constexpr bool narrow = NP <= 2;
+    __m512i h[narrow ? NP : 1][4];
+    if constexpr (narrow)
       QK_UNROLL
       for (int q = 0; q < NP; ++q)
         QK_UNROLL
         for (int j = 0; j < 4; ++j) h[q][j] = _mm512_setzero_si512();
-      for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-        const __m512i b0 = bcast4(ag + 8 * k8), b1 = bcast4(ag + 8 * k8 + 4);
-        QK_UNROLL
-        for (int q = 0; q < NP; ++q) {
-          const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
-          prefetch_lines(w, pf, 256);  // one 256-byte k step
-          QK_UNROLL
-          for (int j = 0; j < 4; ++j) {
-            const __m512i v = _mm512_loadu_si512(w + 64 * j);
-            dpbusd(c[q][j], _mm512_and_si512(v, m4), b0);
-            dpbusd(h[q][j], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), b1);
-          }
-        }
-      }
+    for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
+      [[maybe_unused]] const __m512i b0 = narrow ? bcast4(ag + 8 * k8) : _mm512_setzero_si512();
+      [[maybe_unused]] const __m512i b1 = narrow ? bcast4(ag + 8 * k8 + 4) : _mm512_setzero_si512();
       QK_UNROLL
-      for (int q = 0; q < NP; ++q)
+      for (int q = 0; q < NP; ++q) {
+        const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
+        prefetch_lines(w, pf, 256);  // one 256-byte k step
         QK_UNROLL
-        for (int j = 0; j < 4; ++j) c[q][j] = _mm512_add_epi32(c[q][j], h[q][j]);
-    } else {
-      for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
-        QK_UNROLL
-        for (int q = 0; q < NP; ++q) {
-          const uint8_t* w = wp + q * pb + grp * w4_group_bytes(gk) + k8 * 256;
-          prefetch_lines(w, pf, 256);  // one 256-byte k step
-          QK_UNROLL
-          for (int j = 0; j < 4; ++j) {
-            const __m512i v = _mm512_loadu_si512(w + 64 * j);
-            dpbusd_bcast(c[q][j], _mm512_and_si512(v, m4), ag + 8 * k8);
-            dpbusd_bcast(c[q][j], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), ag + 8 * k8 + 4);
+        for (int j = 0; j < 4; ++j) {
+          const __m512i v = _mm512_loadu_si512(w + 64 * j);
+          const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          if constexpr (narrow) {
+            dpbusd(c[q][j], lo, b0);
+            dpbusd(h[q][j], hi, b1);
+          } else {
+            dpbusd_bcast(c[q][j], lo, ag + 8 * k8);
+            dpbusd_bcast(c[q][j], hi, ag + 8 * k8 + 4);
           }
         }
       }
     }
+    if constexpr (narrow)
+      QK_UNROLL
+      for (int q = 0; q < NP; ++q)
+        QK_UNROLL
+        for (int j = 0; j < 4; ++j) c[q][j] = _mm512_add_epi32(c[q][j], h[q][j]);
     QK_UNROLL
     for (int q = 0; q < NP; ++q) {
       const uint8_t* blk = wp + q * pb + grp * w4_group_bytes(gk);
