@@ -291,13 +291,18 @@ def test_decode_panels_changes_no_result(isa):
             qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
             qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
     xs = [torch.randn(1, 256), torch.randn(1, 256).bfloat16()]
+    # an odd number of groups (5), asymmetric and symmetric: one panel walks groups in pairs
+    lin5 = torch.nn.Linear(320, 64 * 11 + 5)
+    mods5 = [qkernels.QuantLinear.from_float(lin5, weight_bits=4, act_bits=a, group_size=64, symmetric=sym)
+             for a in (None, 8) for sym in (True, False)]
+    x5 = torch.randn(1, 320)
     # bf16 x at M = 1 through the bf16 dot where there is one; prefetches only touch memory ahead
     # of the stream
     _bit_identical_under({"bf16_dot_min_batch": 1},
                          [{"decode_panels": width, "prefetch_distance": pf, "sparse_prefetch_distance": pf,
                            "ymm_prefetch_distance": pf}
                           for width, pf in ((0, 4096), (1, 0), (2, 64), (3, 4096), (5, 8192), (8, 65536))],
-                         lambda: [m(x) for m in mods for x in xs])
+                         lambda: [m(x) for m in mods for x in xs] + [m(x5) for m in mods5])
 
 
 def test_tile_rows_changes_no_result(isa):
