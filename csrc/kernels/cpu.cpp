@@ -70,8 +70,6 @@ constexpr bool leaves_read() {
 static_assert(leaves_read(), "cpu_paths.def: read_cpuid reads leaves 1, 7.0 and 7.1 only");
 static_assert(sizeof(kPaths) / sizeof(kPaths[0]) == kNumPaths, "path table");
 
-constexpr FeatureSet bit(Feature f) { return FeatureSet(1) << static_cast<int>(f); }
-
 FeatureSet parse_features(const char* list) {
   FeatureSet r = 0;
   std::istringstream words(list);
@@ -79,7 +77,7 @@ FeatureSet parse_features(const char* list) {
   while (words >> w) {
     Feature f;
     if (!feature_from_name(w, &f)) std::abort();  // a typo in cpu_paths.def
-    r |= bit(f);
+    r |= feature_bit(f);
   }
   return r;
 }
@@ -249,8 +247,8 @@ const CpuInfo& cpu_info() {
       Feature f;
       while (words >> w)
         if (feature_from_name(w, &f)) {
-          ci.disabled |= bit(f) & ci.features;
-          ci.features &= ~bit(f);
+          ci.disabled |= feature_bit(f) & ci.features;
+          ci.features &= ~feature_bit(f);
         }
     }
     return ci;

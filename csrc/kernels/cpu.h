@@ -16,6 +16,7 @@ enum class Feature : int {
 using FeatureSet = uint64_t;  // bit i = Feature(i)
 constexpr int kNumFeatures = static_cast<int>(Feature::count_);
 static_assert(kNumFeatures <= 64, "FeatureSet holds at most 64 features");
+constexpr FeatureSet feature_bit(Feature f) { return FeatureSet(1) << static_cast<int>(f); }
 
 // Kernel paths in order of preference (the enum order is the order of cpu_paths.def).
 enum class Isa : int {

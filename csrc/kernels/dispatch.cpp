@@ -101,7 +101,7 @@ Tuning& tuning_state() {
     // 1.13x / 1.21x, 2:4 int8 1.09x / 1.24x, 2:4 f32 1.08x / 1.04x (2 and 4 panels 0.92-1.13x).
     const CpuInfo& cpu = cpu_info();
     const bool amd_avx512 = cpu.vendor == "AuthenticAMD" &&
-                            (cpu.family >= 26 || (cpu.family == 25 && (cpu.features >> int(Feature::avx512f) & 1)));
+                            (cpu.family >= 26 || (cpu.family == 25 && (cpu.features & feature_bit(Feature::avx512f))));
     r.decode_panels = amd_avx512 ? 1 : 0;
     // Software prefetch distance in each panel stream (M = 1 from DRAM; prefill reads hot panels, for
     // which it changes nothing measurable). Sapphire Rapids: 4 KiB best for the int8 kernels (1-2
