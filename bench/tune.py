@@ -31,7 +31,8 @@ from qkernels import _C
 
 KERNELS = {"W8A8": peers.qk_w8a8, "W8A16": peers.qk_w8a16, "W4A8": peers.qk_w4a8, "W4A16": peers.qk_w4a16,
            "W8A16 (bf16 act)": peers.qk_w8a16_bf16, "W4A16 (bf16 act)": peers.qk_w4a16_bf16,
-           "2:4 f32": peers.CPU_S24["qkernels 2:4 f32"], "2:4 int8": peers.CPU_S24["qkernels 2:4 int8"]}
+           "2:4 f32": peers.CPU_S24["qkernels 2:4 f32"], "2:4 bf16": peers.CPU_S24["qkernels 2:4 bf16"],
+           "2:4 int8": peers.CPU_S24["qkernels 2:4 int8"]}
 
 
 def sweep(choice: str, values: list[int], kernels: list[str], shapes: list[tuple[int, int]], rounds: int,

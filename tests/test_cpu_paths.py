@@ -232,12 +232,14 @@ def test_family_and_model_decoding():
 
 def test_decode_panels_default_follows_the_cpu_and_set_tuning_changes_it():
     """decode_panels (M = 1 weight streams per core) is chosen from the CPU: one on AMD Zen 4 (family
-    25 with AVX-512), Zen 5 and later, each kernel's own width elsewhere; set_tuning changes a
-    choice by name, clamped to its range, and rejects unknown names."""
+    25 with AVX-512), Zen 5 and later, each kernel's own width elsewhere; so is the 2:4 kernels'
+    prefetch distance (none on Zen 4, 8 KiB elsewhere); set_tuning changes a choice by name,
+    clamped to its range, and rejects unknown names."""
     info = qkernels.cpu_info()
     amd = info["vendor"] == "AuthenticAMD"
-    zen4_on = amd and (info["family"] >= 26 or (info["family"] == 25 and "avx512f" in info["features"]))
-    assert info["tuning"]["decode_panels"] == (1 if zen4_on else 0)
+    zen4 = amd and info["family"] == 25 and "avx512f" in info["features"]
+    assert info["tuning"]["decode_panels"] == (1 if zen4 or (amd and info["family"] >= 26) else 0)
+    assert info["tuning"]["sparse_prefetch_distance"] == (0 if zen4 else 8192)
     before = dict(_C.tuning())
     try:
         assert _C.set_tuning("decode_panels", 3) == 3 and qkernels.cpu_info()["tuning"]["decode_panels"] == 3

@@ -226,7 +226,7 @@ static QK_UKERNEL void gemm_f32s8f32_mrxnj8_avx2(const float* x, int64_t ldx, co
     const int64_t pf = tuning().ymm_prefetch_distance;
     for (int64_t k = k0; k < k1; ++k) {
       const int8_t* w = wp + k * kPanelN + half * 32;
-      if (pf) prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
+      prefetch_lines(w, pf, kPanelN);  // the panel row pf bytes ahead
       // One asm block per column block: as intrinsics GCC 12 loaded all 8 weight vectors first,
       // ran out of registers and kept one accumulator on the stack, so every k waited on a store
       // and a reload of it (4.4 multiply-adds per cycle on Zen 3, one thread).

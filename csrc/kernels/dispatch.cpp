@@ -100,16 +100,20 @@ Tuning& tuning_state() {
     // Zen 4 (bench/tune.py, 7 rounds), W4A8 1.21x / 1.23x, W4A16 1.13x / 1.23x, W4A16 on bf16 x
     // 1.13x / 1.21x, 2:4 int8 1.09x / 1.24x, 2:4 f32 1.08x / 1.04x (2 and 4 panels 0.92-1.13x).
     const CpuInfo& cpu = cpu_info();
-    const bool amd_avx512 = cpu.vendor == "AuthenticAMD" &&
-                            (cpu.family >= 26 || (cpu.family == 25 && (cpu.features & feature_bit(Feature::avx512f))));
-    r.decode_panels = amd_avx512 ? 1 : 0;
+    const bool amd = cpu.vendor == "AuthenticAMD";
+    const bool zen4 = amd && cpu.family == 25 && (cpu.features & feature_bit(Feature::avx512f));
+    r.decode_panels = amd && (cpu.family >= 26 || zen4) ? 1 : 0;
     // Software prefetch distance in each panel stream (M = 1 from DRAM; prefill reads hot panels, for
     // which it changes nothing measurable). Sapphire Rapids: 4 KiB best for the int8 kernels (1-2
     // KiB left W8A16 ~30% slower); W4A8 alike at 2-8 KiB, ~10% slower at 1 KiB and with none. The 2:4
     // kernels read more bytes per k step: 8 KiB best (2-16 KiB tried, 4 and 16 KiB ~5% slower).
+    // Zen 4 (one panel per core, bench/tune.py, 2 threads, 4096 x 4096 / 11008, 3 sweeps of 5, 7 and
+    // 9 rounds): the 2:4 kernels read fastest with no software prefetch, none vs 8 KiB 2:4 int8
+    // 1.07x-1.28x, 2:4 f32 1.06x-1.10x, 2:4 bf16 1.12x / 1.22x (4 KiB in between: 1.10x-1.19x for
+    // int8); the dense kernels keep 4 KiB (none: W4A16 0.78x / 0.80x, the others 0.93x-1.09x).
     r.tile_rows = 0;
     r.prefetch_distance = 4096;
-    r.sparse_prefetch_distance = 8192;
+    r.sparse_prefetch_distance = zen4 ? 0 : 8192;
     // The 256-bit paths' M = 1 W4A8 tile (one panel stream per core). AMD Zen 3 (family 25 model 1,
     // avx2), 2 threads, K = 4096, N = 32768 from DRAM, the kernels alone (the second run with
     // csrc/bench/decode_stream.cpp, the first with an earlier copy of it), medians of 4 alternating

@@ -31,8 +31,9 @@ inline void sums_in_memory() { asm volatile("" ::: "memory"); }
 
 // Software prefetch (prefetcht0) of the `bytes` bytes `ahead` bytes past p, one touch per 64-byte
 // line: the M = 1 kernels' weight streams, ahead = one of the tuning().*prefetch_distance choices
-// (0: none issued by the caller). A prefetch never faults, so touching past the weights is harmless.
+// (0: none). A prefetch never faults, so touching past the weights is harmless.
 inline void prefetch_lines(const void* p, int64_t ahead, int64_t bytes) {
+  if (!ahead) return;
   for (int64_t l = 0; l < bytes; l += 64) __builtin_prefetch(static_cast<const char*>(p) + ahead + l, 0, 3);
 }
 

@@ -96,7 +96,7 @@ QK_UKERNEL void gemm_u8sp24s32_mrxnj8_avx2(const uint8_t* a, int64_t lda, const 
   SpreadPrefetch ahead(pf_next.p, pf_next.lines, b1 - b0);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* blk = wp + b * s24_block_bytes(1);
-    if (pf) prefetch_lines(blk, pf, s24_block_bytes(1));  // M = 1: the block pf bytes ahead
+    prefetch_lines(blk, pf, s24_block_bytes(1));  // M = 1: the block pf bytes ahead
     if constexpr (MR > 1) ahead.step();
     QK_UNROLL
     for (int gl = 0; gl < 8; ++gl) {

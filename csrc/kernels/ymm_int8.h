@@ -158,7 +158,7 @@ QK_UKERNEL void gemm_s8u4s32_mrxnj8_ymm(const int8_t* a, int64_t lda, const int3
     } else {
       for (int64_t k8 = 0; k8 < gk / 8; ++k8) {
         const __m256i* w = reinterpret_cast<const __m256i*>(blk + k8 * 256 + half * 128);
-        if (pf) prefetch_lines(w, pf, 256);  // the k8 step pf bytes ahead (the W8A8 tile read as fast without)
+        prefetch_lines(w, pf, 256);  // the k8 step pf bytes ahead (the W8A8 tile read as fast without)
         if constexpr (MR > 1) ahead.step();
         __m256i blo[MR], bhi[MR];
         QK_UNROLL
