@@ -109,7 +109,7 @@ Tuning& tuning_state() {
     // kernels read more bytes per k step: 8 KiB best (2-16 KiB tried, 4 and 16 KiB ~5% slower).
     // Zen 4 (one panel per core, bench/tune.py, 2 threads, 4096 x 4096 / 11008, 3 sweeps of 5, 7 and
     // 9 rounds): the 2:4 kernels read fastest with no software prefetch, none vs 8 KiB 2:4 int8
-    // 1.07x-1.28x, 2:4 f32 1.06x-1.10x, 2:4 bf16 1.12x / 1.22x (4 KiB in between: 1.10x-1.19x for
+    // 1.07x-1.28x, 2:4 f32 1.06x-1.10x, 2:4 bf16 1.12x / 1.22x (4 KiB in between: 1.00x-1.19x for
     // int8); the dense kernels keep 4 KiB (none: W4A16 0.78x / 0.80x, the others 0.93x-1.09x).
     r.tile_rows = 0;
     r.prefetch_distance = 4096;
