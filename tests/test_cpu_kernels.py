@@ -291,7 +291,7 @@ def test_decode_panels_changes_no_result(isa):
             qkernels.QuantLinear.from_float(lin, weight_bits=8, act_bits=None),
             qkernels.SparseLinear.from_float(lin, weight_bits=8), qkernels.SparseLinear.from_float(lin)]
     xs = [torch.randn(1, 256), torch.randn(1, 256).bfloat16()]
-    # an odd number of groups (5), asymmetric and symmetric: one panel walks groups in pairs
+    # an odd number of groups (5), symmetric (zero point 8 throughout) and asymmetric blocks
     lin5 = torch.nn.Linear(320, 64 * 11 + 5)
     mods5 = [qkernels.QuantLinear.from_float(lin5, weight_bits=4, act_bits=a, group_size=64, symmetric=sym)
              for a in (None, 8) for sym in (True, False)]
