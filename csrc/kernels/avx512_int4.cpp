@@ -125,7 +125,8 @@ QK_UKERNEL void gemm_f32u4f32_group_avx512(const float* xg, int64_t ldx, const u
       // vectors: a memory-broadcast operand on every FMA (the form below) made one load per FMA
       // and ran at 0.81x of this in a single-core microbenchmark on Zen 5 (6 x 64 tile); through
       // the op, 1.12-1.36x at M = 8-512. Decode (MR = 1) keeps the form below: with 6 panels in
-      // lockstep this one measured 0.91-0.96x there (one panel: 1.00-1.08x).
+      // lockstep this one measured 0.91-0.96x there (one panel: 1.00-1.08x), and at one panel on
+      // Zen 4 0.92x (hot, one thread, N = 512: 13.2-13.3 vs 14.2-14.5 GB/s).
 #pragma GCC unroll 8
       for (int t = 0; t < 8; ++t) {
         __m512 xb[MR];
